@@ -1,0 +1,227 @@
+"""Loading and saving the official weight formats, and clear errors for bad checkpoints."""
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from conftest import make_hf_model, relative_error
+from model import Phi, PhiConfig, load_model
+
+IDX = torch.randint(0, 1000, (2, 40), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def hf():
+    return make_hf_model("head64_rotary32")
+
+
+@pytest.fixture(scope="module")
+def hf_logits(hf):
+    with torch.no_grad():
+        return hf(IDX).logits
+
+
+@pytest.fixture(scope="module")
+def twin_logits(hf, hf_logits):
+    """Logits of nanophi holding the reference's weights, loaded in memory: what every loaded
+    checkpoint must reproduce bit for bit. They equal transformers' to float32 precision."""
+    model = Phi(PhiConfig.from_hf(hf.config.to_dict()))
+    model.load_state_dict(hf.state_dict())
+    logits = logits_of(model)
+    assert relative_error(logits, hf_logits) < 1e-5
+    return logits
+
+
+def logits_of(model):
+    with torch.no_grad():
+        return model.eval()(IDX)[0]
+
+
+def test_save_pretrained_loads_in_transformers_with_identical_logits(hf, hf_logits, tmp_path):
+    from transformers import AutoModelForCausalLM
+    model = Phi(PhiConfig.from_hf(hf.config.to_dict()))
+    model.load_state_dict(hf.state_dict())
+    model.save_pretrained(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, attn_implementation="sdpa").eval()
+    assert type(reloaded).__name__ == "PhiForCausalLM"
+    with torch.no_grad():
+        assert torch.equal(reloaded(IDX).logits, hf_logits)
+
+
+@pytest.mark.parametrize("layout", ["safetensors", "sharded", "bin"])
+def test_loads_transformers_checkpoints_with_identical_logits(hf, twin_logits, tmp_path, layout):
+    if layout == "bin":  # the older layout: pytorch_model.bin beside config.json
+        hf.config.save_pretrained(tmp_path)
+        torch.save(hf.state_dict(), tmp_path / "pytorch_model.bin")
+    else:
+        hf.save_pretrained(tmp_path, max_shard_size="300KB" if layout == "sharded" else "50GB")
+    if layout == "sharded":
+        assert os.path.isfile(tmp_path / "model.safetensors.index.json")
+        assert len([f for f in os.listdir(tmp_path) if f.endswith(".safetensors")]) > 2
+    model = Phi.from_pretrained(str(tmp_path))
+    assert torch.equal(logits_of(model), twin_logits)
+
+
+def test_loads_in_the_checkpoint_dtype_or_the_requested_one(tmp_path):
+    make_hf_model("head64_rotary32", dtype=torch.float16).save_pretrained(tmp_path)
+    assert Phi.from_pretrained(str(tmp_path)).lm_head.weight.dtype == torch.float16
+    model = Phi.from_pretrained(str(tmp_path), dtype=torch.float32)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert model.rope_cos.device.type == "cpu" and not model.rope_cos.is_meta
+
+
+def mixformer_state(hf, layout: str) -> dict:
+    """Microsoft's original key names, written out by hand from phi-facts.md."""
+    sd, n = hf.state_dict(), hf.config.num_hidden_layers
+    block = (lambda i: f"layers.{i + 1}.") if layout == "mixformer-sequential" else (lambda i: f"transformer.h.{i}.")
+    out = {("layers.0.wte.weight" if layout == "mixformer-sequential" else "transformer.embd.wte.weight"):
+           sd["model.embed_tokens.weight"]}
+    for i in range(n):
+        p = f"model.layers.{i}."
+        for kind in ("weight", "bias"):
+            out[block(i) + "ln." + kind] = sd[p + "input_layernorm." + kind]
+            out[block(i) + "mixer.Wqkv." + kind] = torch.cat(
+                [sd[p + f"self_attn.{x}_proj." + kind] for x in "qkv"], 0)
+            out[block(i) + "mixer.out_proj." + kind] = sd[p + "self_attn.dense." + kind]
+            out[block(i) + "mlp.fc1." + kind] = sd[p + "mlp.fc1." + kind]
+            out[block(i) + "mlp.fc2." + kind] = sd[p + "mlp.fc2." + kind]
+    head = f"layers.{n + 1}." if layout == "mixformer-sequential" else "lm_head."
+    for kind in ("weight", "bias"):
+        out[head + "ln." + kind] = sd["model.final_layernorm." + kind]
+        out[head + "linear." + kind] = sd["lm_head." + kind]
+    return {k: v.clone() for k, v in out.items()}
+
+
+@pytest.mark.parametrize("layout", ["mixformer-sequential", "phi-msft"])
+def test_loads_microsoft_mixformer_format(hf, twin_logits, tmp_path, layout):
+    c = hf.config
+    config = dict(model_type=layout, vocab_size=c.vocab_size, n_embd=c.hidden_size, n_head=c.num_attention_heads,
+                  n_layer=c.num_hidden_layers, n_inner=c.intermediate_size, rotary_dim=32,
+                  n_positions=c.max_position_embeddings, layer_norm_epsilon=1e-5, n_head_kv=None)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    torch.save(mixformer_state(hf, layout), tmp_path / "pytorch_model.bin")
+    assert torch.equal(logits_of(Phi.from_pretrained(str(tmp_path))), twin_logits)
+
+
+def test_hub_name_resolves_from_the_local_cache(hf, twin_logits, tmp_path, monkeypatch):
+    snapshot = tmp_path / "models--microsoft--phi-1_5" / "snapshots" / "abc123"
+    hf.save_pretrained(snapshot)
+    (tmp_path / "models--microsoft--phi-1_5" / "refs").mkdir()
+    (tmp_path / "models--microsoft--phi-1_5" / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    assert torch.equal(logits_of(Phi.from_pretrained("microsoft/phi-1_5")), twin_logits)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="microsoft/phi-2"):
+        Phi.from_pretrained("microsoft/phi-2")
+
+
+def test_nanophi_checkpoint_round_trip(hf, twin_logits, tmp_path):
+    model = Phi(PhiConfig.from_hf(hf.config.to_dict()))
+    model.load_state_dict(hf.state_dict())
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": model.state_dict(), "model_args": model.config.__dict__, "iter_num": 3}, path)
+    assert torch.equal(logits_of(load_model(str(path))), twin_logits)
+    assert load_model(str(path), dtype=torch.bfloat16).lm_head.weight.dtype == torch.bfloat16
+    assert load_model("scratch:phi-test").config == PhiConfig.from_name("phi-test")
+
+
+class NotATensor:
+    pass
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "model_args": {}, "payload": NotATensor()}, path)
+    with pytest.raises(ValueError, match="not a readable nanophi checkpoint"):
+        load_model(str(path))
+
+
+@pytest.fixture
+def good_dir(hf, tmp_path):
+    hf.save_pretrained(tmp_path)
+    return tmp_path
+
+
+def rewrite(directory, edit):
+    from safetensors.torch import load_file
+    state = load_file(directory / "model.safetensors")
+    edit(state)
+    save_file(state, directory / "model.safetensors")
+
+
+def test_missing_key_is_named(good_dir):
+    rewrite(good_dir, lambda s: s.pop("model.layers.1.mlp.fc2.bias"))
+    with pytest.raises(ValueError, match="missing key 'model.layers.1.mlp.fc2.bias'"):
+        Phi.from_pretrained(str(good_dir))
+
+
+def test_unexpected_key_is_named(good_dir):
+    rewrite(good_dir, lambda s: s.update({"model.layers.9.extra.weight": torch.zeros(1)}))
+    with pytest.raises(ValueError, match="unexpected key 'model.layers.9.extra.weight'"):
+        Phi.from_pretrained(str(good_dir))
+
+
+def test_wrong_shape_is_named(good_dir):
+    rewrite(good_dir, lambda s: s.update({"lm_head.bias": torch.zeros(999)}))
+    with pytest.raises(ValueError, match=r"'lm_head.bias' has shape \(999,\), the config expects \(1000,\)"):
+        Phi.from_pretrained(str(good_dir))
+
+
+def test_truncated_or_corrupt_files_are_clear_errors(good_dir):
+    weights = good_dir / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        Phi.from_pretrained(str(good_dir))
+    weights.write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        Phi.from_pretrained(str(good_dir))
+    weights.unlink()
+    (good_dir / "pytorch_model.bin").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        Phi.from_pretrained(str(good_dir))
+    (good_dir / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json is not a valid phi config"):
+        Phi.from_pretrained(str(good_dir))
+
+
+def test_missing_paths_are_clear_errors(good_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Phi.from_pretrained(str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(str(tmp_path / "nope.pt"))
+    (good_dir / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="has no model.safetensors"):
+        Phi.from_pretrained(str(good_dir))
+    (good_dir / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        Phi.from_pretrained(str(good_dir))
+
+
+def test_missing_shard_is_a_clear_error(hf, tmp_path):
+    hf.save_pretrained(tmp_path, max_shard_size="300KB")
+    shard = sorted(f for f in os.listdir(tmp_path) if f.endswith(".safetensors"))[0]
+    (tmp_path / shard).unlink()
+    with pytest.raises(FileNotFoundError, match=shard):
+        Phi.from_pretrained(str(tmp_path))
+
+
+def test_save_pretrained_is_atomic(hf, tmp_path, monkeypatch):
+    model = Phi(PhiConfig.from_hf(hf.config.to_dict()))
+    model.save_pretrained(tmp_path)
+    before = (tmp_path / "model.safetensors").read_bytes()
+
+    def crash(state, path, metadata=None):  # dies half way through writing the file
+        with open(path, "wb") as f:
+            f.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("safetensors.torch.save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
