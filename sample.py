@@ -63,7 +63,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def resolve_device_dtype(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device} is not a device; use cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu")
     if dtype == "auto":

@@ -107,6 +107,7 @@ def test_bad_checkpoints_and_prompts_give_one_line(checkpoint, tmp_path):
         (["--init_from", str(tmp_path / "none.pt")], "does not exist"),
         (["--init_from", path, "--prompt", "FILE:/no/such/file"], "cannot read the prompt file"),
         (["--init_from", path, "--prompt", "word " * 300], "exceed the context of 256"),
+        (["--init_from", path, "--device", "gpu"], "--device gpu is not a device"),
     ]:
         result = cli(*argv)
         assert result.returncode == 1, result.stderr
