@@ -225,3 +225,15 @@ def test_save_pretrained_is_atomic(hf, tmp_path, monkeypatch):
         model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
+
+
+def test_bfloat16_loading_matches_transformers_bfloat16(hf, tmp_path):
+    # both load float32 files into bfloat16 (rotary tables stay float32 and are cast at use, as
+    # transformers' from_pretrained does); agreement is to bfloat16 precision, not bit for bit
+    from transformers import AutoModelForCausalLM
+    hf.save_pretrained(tmp_path)
+    ref = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.bfloat16, attn_implementation="sdpa").eval()
+    model = Phi.from_pretrained(str(tmp_path), dtype=torch.bfloat16)
+    assert model.lm_head.weight.dtype == torch.bfloat16
+    with torch.no_grad():
+        assert relative_error(logits_of(model), ref(IDX).logits) < 1e-2
