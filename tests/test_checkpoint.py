@@ -237,3 +237,13 @@ def test_bfloat16_loading_matches_transformers_bfloat16(hf, tmp_path):
     assert model.lm_head.weight.dtype == torch.bfloat16
     with torch.no_grad():
         assert relative_error(logits_of(model), ref(IDX).logits) < 1e-2
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        Phi(PhiConfig.from_name("phi-test")).save_pretrained(tmp_path)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "config.json").stat().st_mode & 0o777 == 0o644
