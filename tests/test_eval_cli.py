@@ -124,3 +124,14 @@ def test_a_missing_task_file_is_one_line_from_the_command_line(setup, tmp_path):
     assert p.stderr.strip().splitlines() == [
         f"eval.py: error: {tmp_path / 'piqa.jsonl'} not found: write the rows of ybisk/piqa validation there "
         f"as JSONL (see the README, Evaluation), or point --data_dir at them"]
+
+
+def test_sampled_completions_for_pass_at_k_are_seeded(setup, tmp_path):
+    argv = ["--tasks", "humaneval", "--n_samples", "3", "--temperature", "1.0", "--k", "1,2,3,10", "--limit", "1"]
+    first = run(setup, str(setup / "ckpt.pt"), tmp_path / "a", *argv)
+    again = run(setup, str(setup / "ckpt.pt"), tmp_path / "b", *argv)
+    assert set(first["humaneval"]) == {"problems", "samples_per_problem", "pass@1", "pass@2", "pass@3"}
+    samples = read_jsonl(tmp_path / "a" / "humaneval_samples.jsonl")
+    assert [s["task_id"] for s in samples] == ["HumanEval/0"] * 3
+    assert len({s["completion"] for s in samples}) == 3  # three different draws
+    assert samples == read_jsonl(tmp_path / "b" / "humaneval_samples.jsonl")  # the same seed, the same draws

@@ -304,3 +304,4 @@ def test_a_prompt_longer_than_the_context_is_an_error():
     model.config.block_size = 8
     with pytest.raises(ValueError, match="does not fit|context"):
         complete(model, Tokenizer(), "word " * 20, n=1, temperature=0.0, top_p=None, max_new_tokens=4)
+

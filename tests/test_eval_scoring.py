@@ -2,7 +2,7 @@
 PhiForCausalLM logits and CodeGen tokenizer on the same random weights; right-padded batches score
 as unpadded sequences do; the prompts are lm-evaluation-harness's, written out by hand; a model with
 fixed logits gives hand-computed scores, acc and acc_norm; perplexity and bits per byte against
-transformers' loss and hand arithmetic."""
+transformers' logits and hand arithmetic; greedy HumanEval completions equal transformers' generate."""
 
 import json
 import math
@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import HF_CONFIGS, make_hf_model
-from eval import (Question, TASKS, encode_pair, loglikelihoods, perplexity, read_task, read_tokens,
-                  score_questions, token_bytes)
+from eval import (Question, TASKS, complete, encode_pair, loglikelihoods, perplexity, read_humaneval, read_task,
+                  read_tokens, score_questions, token_bytes)
 from model import Phi, PhiConfig
 from tokenizer import Tokenizer
 
@@ -334,3 +334,17 @@ def test_bad_token_files_are_clear_errors(pair, tok, tmp_path):
     np.array([1, 2, 60000], dtype=np.uint16).tofile(tmp_path / "big.bin")
     with pytest.raises(ValueError, match="outside the model's vocabulary"):
         perplexity(model, read_tokens(str(tmp_path / "big.bin"), tok), token_bytes(tok, 51200))
+
+
+# -----------------------------------------------------------------------------
+# HumanEval completions, against transformers' generate
+
+def test_greedy_completion_equals_transformers_generate_cut_at_the_stops(pair, tok, hf_tokenizer):
+    hf, model = pair
+    for problem in read_humaneval()[:2]:
+        ids = hf_tokenizer.encode(problem["prompt"])
+        out = hf.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, eos_token_id=50256, pad_token_id=0)
+        text = hf_tokenizer.decode(out[0, len(ids):].tolist(), skip_special_tokens=True)
+        cut = min([i for i in (text.find(s) for s in ("\nclass", "\ndef", "\n#", "\nif", "\nprint")) if i >= 0]
+                  + [len(text)])
+        assert complete(model, tok, problem["prompt"], n=1, temperature=0.0, top_p=None, max_new_tokens=24) == [text[:cut]]
