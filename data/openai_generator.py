@@ -190,7 +190,7 @@ def generate(cfg: OpenAIConfig, seed: int, cache_path: str, stats: dict, log=Non
                 rec = cache.answers.get(key)
                 pending.append((rec, None if rec else ex.submit(fetch, body, key)))
                 # keep at most `concurrency` requests in flight ahead of the caller
-                while pending and (pending[0][0] is not None or sum(f is not None for _, f in pending) > cfg.concurrency
+                while pending and (pending[0][0] is not None or sum(f is not None for _, f in pending) >= cfg.concurrency
                                    or i == len(plan) - 1):
                     rec, fut = pending.pop(0)
                     if fut is not None:
