@@ -37,29 +37,40 @@ class Audience:
     name: str
     level: int  # 0 (young children) .. 4 (professionals): sets the size of the numbers
     hooks: tuple  # openings; {t} is the topic, {s} the setting
+    closings: tuple = ()  # last paragraphs; {f} is one of the topic's facts
 
 
 AUDIENCES = (
     Audience("young children", 0, (
         "Have you ever wondered about {t}? Let's find out together, with a visit to {s}!",
         "Today we are going on a little adventure to learn about {t}.",
-        "Let's learn about {t}! We will use a story from {s} to help us.")),
+        "Let's learn about {t}! We will use a story from {s} to help us."), (
+        "Great job! Remember: {f}", "You did it! Next time you are at {s}, think about {t}. {f}",
+        "Here is the big idea to remember: {f} Can you explain it to a friend?")),
     Audience("middle school students", 1, (
         "In this section you will learn about {t} and practise it with problems from {s}.",
         "{T} comes up more often than you might think, for example at {s}.",
-        "This lesson explains {t} step by step, then gives you a chance to try it yourself.")),
+        "This lesson explains {t} step by step, then gives you a chance to try it yourself."), (
+        "Key takeaway: {f}", "Before you move on, make sure you can say why this is true: {f}",
+        "Remember: {f} Check each answer by working backwards.")),
     Audience("high school students", 2, (
         "This section develops the idea of {t} and applies it to situations such as {s}.",
         "Understanding {t} is a foundation for later work in science and mathematics.",
-        "We study {t} through definitions, worked examples and practice problems.")),
+        "We study {t} through definitions, worked examples and practice problems."), (
+        "Summary. {f} Practise until each step feels routine.", "In short: {f}",
+        "The most important point of this section: {f} Always check an answer by a second method.")),
     Audience("college students", 3, (
         "We now turn to {t}, stating the key facts precisely and working through examples in detail.",
         "This section reviews {t} with an emphasis on method: each example shows every step.",
-        "{T} is a tool used across many courses; here we set out the main ideas and apply them.")),
+        "{T} is a tool used across many courses; here we set out the main ideas and apply them."), (
+        "In summary, {f0} A good habit is to verify every result independently.",
+        "To conclude: {f} The exercises above test exactly this.", "The essential fact to retain is this: {f}")),
     Audience("professionals", 4, (
         "This refresher covers {t}, with examples of the kind that come up at work, such as at {s}.",
         "A quick, practical review of {t}: the essentials, then worked cases you can adapt.",
-        "{T} in practice: what to remember, how to compute it, and how to check the result.")),
+        "{T} in practice: what to remember, how to compute it, and how to check the result."), (
+        "Bottom line: {f}", "Rule of thumb: {f}",
+        "Worth remembering at {s}: {f}")),
 )
 
 STYLES = ("textbook", "lecture notes", "tutorial", "dialogue", "story")
@@ -381,7 +392,7 @@ def k_triangle(c: Ctx) -> Problem:
     v = Fraction(b * h, 2)
     st = c.pick((f"A triangle has a base of {b} cm and a height of {h} cm. What is its area?",
                  f"Find the area of a triangular sail with base {b} m and height {h} m."))
-    steps = [f"Area = 1/2 × base × height.", f"1/2 × {b} × {h} = {b * h} ÷ 2 = {num(v)}."]
+    steps = ["Area = 1/2 × base × height.", f"1/2 × {b} × {h} = {b * h} ÷ 2 = {num(v)}."]
     return Problem("triangle", dict(b=b, h=h), v, st, steps, num(v))
 
 
@@ -497,7 +508,7 @@ def k_arith_seq(c: Ctx) -> Problem:
     v = a1 + (n - 1) * d
     st = c.pick((f"The sequence {terms}, ... goes up by the same amount each time. What is term number {n}?",
                  f"{c.name} saves {a1} coins in the first week and {d} more each week than the week before. How many coins does {c.name} save in week {n}?"))
-    steps = [f"The first term is {a1} and the common difference is {d}.", f"Term n = first + (n - 1) × difference.",
+    steps = [f"The first term is {a1} and the common difference is {d}.", "Term n = first + (n - 1) × difference.",
              f"Term {n} = {a1} + {n - 1} × {d} = {v}."]
     return Problem("arith_seq", dict(a1=a1, d=d, n=n), v, st, steps, str(v))
 
@@ -597,7 +608,7 @@ def k_sqrt(c: Ctx) -> Problem:
 def k_box_volume(c: Ctx) -> Problem:
     l, w, h = (c.n(1, (6, 12, 30, 80, 200)) for _ in range(3))
     st = f"A box is {l} cm long, {w} cm wide and {h} cm high. What is its volume?"
-    steps = [f"Volume = length × width × height.", f"{l} × {w} = {l * w}, and {l * w} × {h} = {l * w * h} cubic centimetres."]
+    steps = ["Volume = length × width × height.", f"{l} × {w} = {l * w}, and {l * w} × {h} = {l * w * h} cubic centimetres."]
     return Problem("box_volume", dict(l=l, w=w, h=h), l * w * h, st, steps, f"{l * w * h} cubic centimetres")
 
 
@@ -660,7 +671,7 @@ def k_divisibility(c: Ctx) -> Problem:
     digits = sum(map(int, str(n)))
     v = "yes" if n % 3 == 0 else "no"
     st = f"Is {n} divisible by 3?"
-    steps = [f"A number is divisible by 3 exactly when the sum of its digits is.", f"The digits of {n} add up to {digits}.",
+    steps = ["A number is divisible by 3 exactly when the sum of its digits is.", f"The digits of {n} add up to {digits}.",
              f"{digits} is {'' if digits % 3 == 0 else 'not '}divisible by 3, so the answer is {v}."]
     return Problem("divisibility", dict(n=n), v, st, steps, v)
 
@@ -1585,7 +1596,8 @@ def k_cloze(c: Ctx, topic: Topic) -> Problem:
     terms = re.findall(r"\[([^\]]+)\]", fact)
     term = c.pick(terms)
     sentence = plain(fact.replace(f"[{term}]", "____", 1))
-    st = f"Fill in the blank: {sentence}"
+    st = c.pick(("Fill in the blank: ", "Complete the sentence: ", "Which word or words complete this sentence? ",
+                 "Fill in the missing words: ")) + sentence
     return Problem("cloze", dict(sentence=sentence, facts=[plain(f) for f in topic.facts]), term, st,
                    [f"The missing word is '{term}'."], term)
 
@@ -1673,18 +1685,16 @@ def section(seed: int, index: int) -> Section:
     # Exercises, then their answers.
     header = {"textbook": "## Exercises", "lecture notes": "Practice problems:", "tutorial": "Step 3: practise.",
               "dialogue": f"{teacher}: Now try these on your own.", "story": "Try it yourself:"}[style]
-    out.append(header + "\n" + "\n".join(f"{i + 1}. {q}" for i, q in enumerate(exercises_text(exercises))) +
+    out.append(header + "\n" + "\n".join(f"{i + 1}. {q}" for i, q in enumerate(p.statement for p in exercises)) +
                ("\n" + "\n".join(f"{len(exercises) + i + 1}. {q}" for i, (q, _) in enumerate(answers)) if answers else ""))
     out.append({"textbook": "## Answers", "lecture notes": "Solutions:", "tutorial": "Check your answers:",
                 "dialogue": "Answers:", "story": "Answers:"}[style] + "\n" +
                "\n".join([f"{i + 1}. {p.answer}" for i, p in enumerate(exercises)] +
                          [f"{len(exercises) + i + 1}. {a}" for i, (_, a) in enumerate(answers)]))
+    f = plain(r.choice(topic.facts))
+    out.append(r.choice(audience.closings).format(f=f, f0=f[0].lower() + f[1:], **fields))
     sec.text = "\n\n".join(out) + "\n"
     return sec
-
-
-def exercises_text(exercises: list) -> list:
-    return [p.statement for p in exercises]
 
 
 def write_problems(c: Ctx, topic: Topic, style: str, out: list, sec: Section, teacher: str, student: str):

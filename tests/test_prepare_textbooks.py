@@ -272,7 +272,7 @@ def test_output_is_deterministic_for_a_seed(tmp_path):
     args = ["--synthetic_tokens", 40000, "--code", code]
     a = run(tmp_path / "a", *args)
     pt.main(["--out_dir", str(tmp_path / "b"), "--num_proc", "2", *map(str, args)])  # a pool of workers
-    c = run(tmp_path / "c", *args, "--seed", 7)
+    run(tmp_path / "c", *args, "--seed", 7)
     for split in ("train", "val"):
         assert (tmp_path / "a" / f"{split}.bin").read_bytes() == (tmp_path / "b" / f"{split}.bin").read_bytes()
         assert (tmp_path / "a" / f"{split}.bin").read_bytes() != (tmp_path / "c" / f"{split}.bin").read_bytes()

@@ -254,7 +254,7 @@ def test_fill_in_the_blank_answers_restore_a_fact():
         for _ in range(5):
             p = g.k_cloze(g.Ctx(rng, 0, g.SETTINGS[0], "A", "B"), topic)
             facts = [f.replace("[", "").replace("]", "") for f in topic.facts]
-            assert p.statement.startswith("Fill in the blank: ")
+            assert p.statement.endswith(p.params["sentence"]) and "____" in p.statement
             assert p.params["sentence"].replace("____", p.answer, 1) in facts
             assert "[" not in p.statement
 
