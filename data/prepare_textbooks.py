@@ -30,7 +30,9 @@ Read them with np.memmap(path, dtype=np.uint16, mode="r").
 
 A literal "<|endoftext|>" inside a document is kept as text (its ordinary BPE tokens), not turned
 into the separator, so a document never splits in two. Re-running with the same arguments and
-inputs finds meta.json and does nothing; --force rebuilds.
+inputs finds meta.json and does nothing; --force rebuilds. The kept documents' tokens stay in
+memory until they are written (2 bytes per token, plus the dedup index): fine for corpora of a few
+hundred million tokens.
 """
 
 import argparse
