@@ -3,12 +3,14 @@ Benchmarks that time nanophi and a peer side by side, in one run, and print rati
 
     python bench.py sample                  # greedy decoding: nanophi vs transformers' generate
     python bench.py sample --shape phi-1.5  # the same at the 1.3B shape
+    python bench.py data                    # data/prepare_textbooks.py vs raw tiktoken, same corpus
 
 Numbers depend on the machine: each table names it. MFU is against this machine's measured matmul
 peak (a large square matmul in the same dtype), not a datasheet number.
 """
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -121,6 +123,64 @@ def bench_sample(args) -> None:
         print(f"{name:24s} {tps:10.1f} {tps / base:15.2f}x {100 * tps * flops / peak:7.2f}%  {same}")
 
 
+def bench_data(args) -> None:
+    """data/prepare_textbooks.py end to end (read, filter, dedup, decontaminate, tokenize, write)
+    against raw tiktoken encode_ordinary_batch, on the same documents and the same number of cores."""
+    import shutil
+    import tempfile
+    from data import prepare_textbooks as pt, textbook_generator
+    from tokenizer import Tokenizer
+    work = tempfile.mkdtemp(prefix="nanophi_bench_data_")
+    try:
+        # the corpus: offline textbook sections (about --synthetic_tokens) and the stdlib's source files
+        t0, sections, chars = time.perf_counter(), [], 0
+        while chars < 4 * args.synthetic_tokens:  # about 4 characters per token
+            sections.append(textbook_generator.section(0, len(sections)).text)
+            chars += len(sections[-1])
+        gen_seconds = time.perf_counter() - t0
+        jsonl = os.path.join(work, "textbooks.jsonl")
+        with open(jsonl, "w") as f:
+            f.writelines(json.dumps({"text": t}) + "\n" for t in sections)
+        code = [t for t, why in map(pt.read_file, pt.walk(pt.stdlib_dir(), list(pt.CODE_EXTENSIONS))) if why is None]
+        texts = sections + code
+        mb = sum(len(t.encode()) for t in texts) / 1e6
+        enc = Tokenizer().enc  # GPT-2's BPE ranks: tiktoken's r50k_base
+
+        def raw():
+            return sum(map(len, enc.encode_ordinary_batch(texts, num_threads=args.num_proc)))
+
+        def pipeline():
+            pt._ANALYZER = None  # loading the tokenizer and the HumanEval index is part of the cost
+            out = os.path.join(work, "out")
+            meta = pt.build(pt.parse_args(["--out_dir", out, "--mix", "all", "--synthetic_tokens", "0", "--text", jsonl,
+                                           "--code", pt.stdlib_dir(), "--num_proc", str(args.num_proc), "--force"]))
+            shutil.rmtree(out)
+            return meta["splits"]["train"]["tokens"] + meta["splits"]["val"]["tokens"]
+
+        contenders = [("raw tiktoken encode_ordinary_batch", raw), ("prepare_textbooks.py", pipeline)]
+        seconds, tokens = {}, {}
+        for _ in range(args.repeats):  # interleaved, so drifts in machine load hit both alike
+            for name, fn in contenders:
+                t0 = time.perf_counter()
+                tokens[name] = fn()
+                seconds.setdefault(name, []).append(time.perf_counter() - t0)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\ncorpus building, {len(texts):,} documents ({len(sections):,} offline textbook sections + {len(code):,} "
+          f"stdlib files, {mb:.1f} MB), {args.num_proc} threads/processes, median of {args.repeats}")
+    print(f"machine: {machine()}")
+    print(f"{'':36s} {'tokens':>11s} {'tokens/s':>11s} {'MB/s':>7s} {'vs raw tok/s':>13s} {'vs raw MB/s':>12s}")
+    base = {k: v / statistics.median(seconds[contenders[0][0]]) for k, v in
+            (("tps", tokens[contenders[0][0]]), ("mbs", mb))}
+    for name, _ in contenders:
+        t = statistics.median(seconds[name])
+        print(f"{name:36s} {tokens[name]:11,d} {tokens[name] / t:11,.0f} {mb / t:7.2f} "
+              f"{tokens[name] / t / base['tps']:12.2f}x {mb / t / base['mbs']:11.2f}x")
+    print("raw tiktoken counts GPT-2 tokens of every document; prepare_textbooks.py counts the phi tokens it wrote "
+          "(fewer: phi has whitespace tokens, and filtered or duplicate documents are dropped)")
+    print(f"offline generator (not timed above): {chars / 4 / gen_seconds:,.0f} tokens/s, one process")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
@@ -131,8 +191,12 @@ def main(argv=None) -> None:
     s.add_argument("--repeats", type=int, default=5)
     s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    d = sub.add_parser("data", help="data/prepare_textbooks.py against raw tiktoken on the same corpus")
+    d.add_argument("--synthetic_tokens", type=int, default=3_000_000, help="size of the textbook part of the corpus")
+    d.add_argument("--num_proc", type=int, default=os.cpu_count() or 1)
+    d.add_argument("--repeats", type=int, default=3)
     args = p.parse_args(argv)
-    {"sample": bench_sample}[args.what](args)
+    {"sample": bench_sample, "data": bench_data}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""Data preparation: prepare_textbooks.py builds the training corpus."""

@@ -1,0 +1,212 @@
+"""
+Synthetic textbooks from a language model, as phi-1.5's were made: prompts to any OpenAI-compatible
+chat endpoint (a local vLLM, llama.cpp or Ollama server, or a hosted API), POST {api_base}/chat/completions.
+
+Each prompt crosses a seed topic with an audience and a style (textbook_generator's tables, so both
+generators draw from the same topics). Prompts go out in a fixed, seeded order; requests run on a
+thread pool, retried with exponential backoff on 429, 5xx and network errors. Every answer is
+appended to a JSONL cache as soon as it arrives, keyed by a hash of (model, messages, max_tokens,
+temperature): an interrupted run continues where it stopped and never pays twice for a prompt.
+
+The API key is read from an environment variable, sent only in the Authorization header, and never
+written to the cache, meta.json or any message.
+"""
+
+import hashlib
+import http.client
+import json
+import os
+import random
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+try:
+    from data import textbook_generator
+except ImportError:  # run from inside data/
+    import textbook_generator
+
+STYLE_INSTRUCTIONS = {
+    "textbook": "Use headings, precise definitions and a formal tone.",
+    "lecture notes": "Write concise lecture notes with bullet points.",
+    "tutorial": "Write a friendly step-by-step tutorial.",
+    "dialogue": "Write it as a conversation between a teacher and a student.",
+    "story": "Tell it as a short story in which the characters meet the ideas and solve the problems.",
+}
+
+
+@dataclass
+class OpenAIConfig:
+    api_base: str = "http://localhost:8000/v1"
+    model: Optional[str] = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 8
+    max_tokens: int = 1500
+    temperature: float = 0.8
+    retries: int = 5
+    backoff: float = 1.0  # seconds before the first retry; doubles each time
+    timeout: float = 300.0
+
+
+def prompt_plan(seed: int) -> list:
+    """(topic, audience, style) for every prompt, in the order they are sent: the full cross
+    product, shuffled by the seed."""
+    plan = [(topic, a.name, style) for topic in textbook_generator.seed_topics()
+            for a in textbook_generator.AUDIENCES for style in textbook_generator.STYLES]
+    random.Random(seed).shuffle(plan)
+    return plan
+
+
+def prompt_text(topic: str, audience: str, style: str) -> str:
+    concept = topic.split(", at ")[0]
+    area = next((t.area for t in textbook_generator.TOPICS if t.title == concept), "")
+    code = " Include Python functions with docstrings and doctest examples." if area == "programming" else ""
+    return (f"Write a {style} section about \"{topic}\" for {audience}. Begin with a clear explanation of "
+            f"the key ideas, then give worked examples that show every step, then exercises followed by "
+            f"their answers. {STYLE_INSTRUCTIONS[style]}{code} Write only the section itself, with no "
+            f"preamble and no mention of these instructions.")
+
+
+def request_body(cfg: OpenAIConfig, prompt: str) -> dict:
+    return {"model": cfg.model, "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": cfg.max_tokens, "temperature": cfg.temperature}
+
+
+def cache_key(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class Cache:
+    """Answers on disk, one JSON object per line, appended (and flushed to disk) as they arrive.
+    A line cut short by a crash is ignored on the next load."""
+
+    def __init__(self, path: str):
+        self.path, self.answers, self.torn = path, {}, 0
+        self.lock = threading.Lock()
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        rec = json.loads(line)
+                        self.answers[rec["key"]] = rec
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        self.torn += 1
+
+    def put(self, rec: dict) -> None:
+        line = json.dumps(rec, ensure_ascii=False) + "\n"
+        with self.lock:
+            with open(self.path, "a", encoding="utf-8") as f:
+                if f.tell() and self.torn:  # start on a fresh line after a torn one
+                    f.write("\n")
+                    self.torn = 0
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+            self.answers[rec["key"]] = rec
+
+
+class Client:
+    def __init__(self, cfg: OpenAIConfig, log=None):
+        if not cfg.model:
+            raise ValueError("--generator openai needs --model (the model name the server serves)")
+        self.cfg = cfg
+        self.url = cfg.api_base.rstrip("/") + "/chat/completions"
+        self.key = os.environ.get(cfg.api_key_env) or None
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.requests = self.retried = 0
+        self.lock = threading.Lock()
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self.key, "[key]") if self.key else text
+
+    def complete(self, body: dict) -> dict:
+        """POST one chat completion, retrying transient failures. Returns the parsed response."""
+        headers = {"Content-Type": "application/json"}
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        data = json.dumps(body).encode()
+        delay = self.cfg.backoff
+        for attempt in range(self.cfg.retries + 1):
+            with self.lock:
+                self.requests += 1
+            try:
+                req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+                with urllib.request.urlopen(req, timeout=self.cfg.timeout) as resp:
+                    answer = json.loads(resp.read().decode("utf-8"))
+                text = answer["choices"][0]["message"]["content"]
+                if not isinstance(text, str):
+                    raise ValueError("the answer has no text content")
+                return answer
+            except urllib.error.HTTPError as e:
+                detail = self.scrub(e.read(300).decode("utf-8", "replace").strip())
+                if e.code != 429 and e.code < 500:  # our request is wrong: retrying will not help
+                    raise RuntimeError(f"{self.url} answered HTTP {e.code} {e.reason}: {detail}") from None
+                why = f"HTTP {e.code} {e.reason}"
+                retry_after = e.headers.get("Retry-After") if e.headers else None
+                if retry_after and retry_after.replace(".", "", 1).isdigit():
+                    delay = max(delay, min(float(retry_after), 60.0))
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+                why = self.scrub(str(getattr(e, "reason", e)))
+            except (ValueError, KeyError, IndexError, TypeError) as e:
+                why = f"malformed answer ({self.scrub(str(e))})"
+            if attempt == self.cfg.retries:
+                raise RuntimeError(f"{self.url} failed {self.cfg.retries + 1} times, last with {why}; "
+                                   f"finished answers are cached, so rerunning continues from here")
+            with self.lock:
+                self.retried += 1
+            self.log(f"openai: {why}; retrying in {delay:.1f}s ({attempt + 1}/{self.cfg.retries})")
+            time.sleep(delay * (1 + 0.1 * random.random()))
+            delay = min(2 * delay, 60.0)
+
+
+def generate(cfg: OpenAIConfig, seed: int, cache_path: str, stats: dict, log=None) -> Iterator[str]:
+    """Yield the answers' texts in prompt order, for as long as the caller pulls. Up to
+    cfg.concurrency requests run ahead of the caller; everything answered is cached."""
+    client = Client(cfg, log)
+    cache = Cache(cache_path)
+    stats.update(cached_at_start=len(cache.answers), torn_cache_lines=cache.torn, requests=0, retries=0,
+                 answers_new=0, answers_from_cache=0, truncated=0, empty=0, model=cfg.model, api_base=cfg.api_base)
+
+    def fetch(body: dict, key: str) -> dict:
+        answer = client.complete(body)
+        choice = answer["choices"][0]
+        rec = {"key": key, "model": cfg.model, "prompt": body["messages"][0]["content"],
+               "text": choice["message"]["content"], "finish_reason": choice.get("finish_reason")}
+        cache.put(rec)
+        return rec
+
+    plan = prompt_plan(seed)
+    with ThreadPoolExecutor(max(1, cfg.concurrency)) as ex:
+        pending = []  # (cached record or None, future or None), in prompt order
+        try:
+            for i, (topic, audience, style) in enumerate(plan):
+                body = request_body(cfg, prompt_text(topic, audience, style))
+                key = cache_key(body)
+                rec = cache.answers.get(key)
+                pending.append((rec, None if rec else ex.submit(fetch, body, key)))
+                # keep at most `concurrency` requests in flight ahead of the caller
+                while pending and (pending[0][0] is not None or sum(f is not None for _, f in pending) >= cfg.concurrency
+                                   or i == len(plan) - 1):
+                    rec, fut = pending.pop(0)
+                    if fut is not None:
+                        rec = fut.result()
+                        stats["answers_new"] += 1
+                    else:
+                        stats["answers_from_cache"] += 1
+                    stats["requests"], stats["retries"] = client.requests, client.retried
+                    if rec.get("finish_reason") == "length":
+                        stats["truncated"] += 1
+                    if not rec["text"].strip():
+                        stats["empty"] += 1
+                        continue
+                    yield rec["text"]
+        finally:
+            for _, fut in pending:  # the caller stopped (or failed): drop what has not started
+                if fut is not None:
+                    fut.cancel()
+            stats["requests"], stats["retries"] = client.requests, client.retried

@@ -1,0 +1,195 @@
+"""The OpenAI-protocol generator against a small chat-completions server on loopback: prompts cross
+topic x audience x style, server errors are retried, an interrupted run resumes from its cache
+without asking twice, and the API key never leaves the Authorization header."""
+
+import hashlib
+import json
+import os
+import random
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from data import openai_generator as og
+from data import prepare_textbooks as pt
+from data import textbook_generator as tg
+
+KEY = "sk-test-0123456789-SECRET"
+
+
+class ChatServer:
+    """POST /v1/chat/completions on 127.0.0.1. `failures` is a list of HTTP codes to answer before
+    answering normally; after `stop_after` answers every request gets HTTP `then`."""
+
+    def __init__(self, name="A", failures=(), stop_after=None, then=503):
+        self.name, self.failures, self.stop_after, self.then = name, list(failures), stop_after, then
+        self.prompts, self.requested, self.auth, self.answered = [], [], [], 0
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                assert self.path == "/v1/chat/completions"
+                with server.lock:
+                    server.auth.append(self.headers.get("Authorization"))
+                    server.requested.append(body["messages"][0]["content"])
+                    if server.failures:
+                        code = server.failures.pop(0)
+                    elif server.stop_after is not None and server.answered >= server.stop_after:
+                        code = server.then
+                    else:
+                        code = 200
+                        server.answered += 1
+                        server.prompts.append(body["messages"][0]["content"])
+                if code != 200:
+                    # a careless server that echoes the request's credentials in its error page
+                    msg = f"error {code}; you sent {self.headers.get('Authorization')}".encode()
+                    self.send_response(code)
+                    if code == 429:
+                        self.send_header("Retry-After", "0")
+                    self.send_header("Content-Length", str(len(msg)))
+                    self.end_headers()
+                    self.wfile.write(msg)
+                    return
+                text = server.answer(body["messages"][0]["content"])
+                reply = json.dumps({"id": "x", "object": "chat.completion", "model": body["model"],
+                                    "choices": [{"index": 0, "finish_reason": "stop",
+                                                 "message": {"role": "assistant", "content": text}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def answer(self, prompt: str) -> str:
+        """A distinct, deterministic 'textbook section' for each prompt, tagged with the server."""
+        rng = random.Random(hashlib.sha256(prompt.encode()).hexdigest())
+        words = ["".join(rng.choice("bcdfgklmnprstvz") + rng.choice("aeiou") for _ in range(rng.randint(1, 3)))
+                 for _ in range(150)]
+        return f"Served by {self.name}. {prompt[:60]}\n\n" + " ".join(words)
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def args(out_dir, url, *extra):
+    return ["--out_dir", str(out_dir), "--num_proc", "1", "--generator", "openai", "--model", "test-model",
+            "--api_base", url, "--mix", "synthetic=1", "--synthetic_tokens", "3000", "--backoff", "0.01",
+            "--concurrency", "3", *extra]
+
+
+def decoded_documents(out_dir) -> list:
+    from tokenizer import Tokenizer
+    tok = Tokenizer()
+    docs = []
+    for split in ("train", "val"):
+        ids = np.fromfile(os.path.join(out_dir, f"{split}.bin"), dtype=np.uint16)
+        ends = np.flatnonzero(ids == 50256)
+        docs += [tok.decode(ids[s:e]) for s, e in zip(np.concatenate([[0], ends[:-1] + 1]), ends)]
+    return docs
+
+
+def test_prompts_cross_topic_audience_and_style():
+    plan = og.prompt_plan(seed=0)
+    assert len(plan) == len(tg.seed_topics()) * len(tg.AUDIENCES) * len(tg.STYLES) == len(set(plan))
+    assert plan == og.prompt_plan(seed=0) and plan != og.prompt_plan(seed=1)
+    topic, audience, style = plan[0]
+    text = og.prompt_text(topic, audience, style)
+    assert topic in text and audience in text and style in text
+    assert "doctest" in og.prompt_text("Recursion, at a zoo", "college students", "tutorial")
+    assert "doctest" not in og.prompt_text("Density, at a zoo", "college students", "tutorial")
+
+
+def test_generates_through_server_errors_and_never_logs_the_key(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    server = ChatServer(failures=[500, 429, 502])
+    try:
+        pt.main(args(tmp_path / "out", server.url))
+    finally:
+        server.close()
+    meta_text = (tmp_path / "out" / "meta.json").read_text()
+    gen = json.loads(meta_text)["sources"]["synthetic"]["generator"]
+    assert gen["retries"] == 3 and gen["requests"] == server.answered + 3
+    assert gen["answers_new"] >= 1 and gen["answers_from_cache"] == 0
+    assert set(server.auth) == {f"Bearer {KEY}"}  # the key went where it belongs...
+    logs = capfd.readouterr()
+    cache_text = (tmp_path / "out" / "openai_cache.jsonl").read_text()
+    for where in (meta_text, cache_text, logs.out, logs.err):  # ...and nowhere else
+        assert KEY not in where
+    assert "retrying" in logs.err
+    # the corpus is the answers to the first prompts of the plan, in order, up to the token target
+    plan = og.prompt_plan(1337)
+    expected = [server.answer(og.prompt_text(*plan[i])) for i in range(gen["answers_new"])]
+    docs = decoded_documents(tmp_path / "out")
+    assert sorted(docs) == sorted(expected[:len(docs)]) and len(docs) >= 1
+    assert all(json.loads(line)["key"] for line in cache_text.splitlines())
+
+
+def test_interrupted_run_resumes_from_the_cache_without_asking_twice(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    first = ChatServer(name="A", stop_after=4, then=503)  # answers 4 prompts, then goes down
+    try:
+        with pytest.raises(RuntimeError, match="failed 3 times.*rerunning continues") as err:
+            pt.main(args(tmp_path / "out", first.url, "--retries", "2"))
+    finally:
+        first.close()
+    assert KEY not in str(err.value)
+    cache_file = tmp_path / "out" / "openai_cache.jsonl"
+    cached = [json.loads(line) for line in cache_file.read_text().splitlines()]
+    assert len(cached) == 4 and sorted(r["prompt"] for r in cached) == sorted(first.prompts)
+    assert not (tmp_path / "out" / "train.bin").exists()
+    with open(cache_file, "a") as f:  # a crash in the middle of writing a line
+        f.write('{"key": "abc", "text": "half a li')
+
+    second = ChatServer(name="B")
+    try:
+        pt.main(args(tmp_path / "out", second.url))
+    finally:
+        second.close()
+    assert not set(second.prompts) & set(first.prompts)  # nothing is paid for twice
+    gen = json.loads((tmp_path / "out" / "meta.json").read_text())["sources"]["synthetic"]["generator"]
+    assert gen["cached_at_start"] == 4 and gen["torn_cache_lines"] == 1
+    docs = decoded_documents(tmp_path / "out")
+    served_by_a = [d for d in docs if d.startswith("Served by A.")]
+    plan_prompts = [og.prompt_text(*p) for p in og.prompt_plan(1337)[:len(docs)]]
+    assert len(served_by_a) == sum(p in first.prompts for p in plan_prompts) >= 1
+    # the cache is still valid JSONL after the torn line, with every answer once
+    lines = cache_file.read_text().splitlines()
+    records = [json.loads(line) for line in lines if not line.startswith('{"key": "abc"')]
+    assert len({r["key"] for r in records}) == len(records) == 4 + len(second.prompts)
+
+
+def test_a_rejected_request_fails_at_once_with_the_key_scrubbed(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    server = ChatServer(failures=[401] * 10)
+    try:
+        with pytest.raises(RuntimeError, match="HTTP 401") as err:
+            pt.main(args(tmp_path / "out", server.url))
+    finally:
+        server.close()
+    assert KEY not in str(err.value) and "[key]" in str(err.value)
+    assert len(server.requested) == len(set(server.requested)) <= 3  # not retried; at most `concurrency` in flight
+
+
+def test_model_is_required(tmp_path):
+    with pytest.raises(ValueError, match="--model"):
+        pt.main(["--out_dir", str(tmp_path), "--generator", "openai", "--mix", "synthetic=1", "--num_proc", "1"])
+
+
+def test_unreachable_server_is_a_clear_error(tmp_path):
+    server = ChatServer()
+    url = server.url
+    server.close()  # nothing listens there any more
+    with pytest.raises(RuntimeError, match="failed 2 times"):
+        pt.main(args(tmp_path / "out", url, "--retries", "1"))
