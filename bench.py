@@ -3,6 +3,7 @@ Benchmarks that time nanophi and a peer side by side, in one run, and print rati
 
     python bench.py sample                  # greedy decoding: nanophi vs transformers' generate
     python bench.py sample --shape phi-1.5  # the same at the 1.3B shape
+    python bench.py kernels                 # kernels.py's Triton attention and LayerNorm vs PyTorch (GPU)
 
 Numbers depend on the machine: each table names it. MFU is against this machine's measured matmul
 peak (a large square matmul in the same dtype), not a datasheet number.
@@ -121,6 +122,101 @@ def bench_sample(args) -> None:
         print(f"{name:24s} {tps:10.1f} {tps / base:15.2f}x {100 * tps * flops / peak:7.2f}%  {same}")
 
 
+def median_seconds(fn, device: torch.device, repeats: int = 10, inner: int = 10) -> float:
+    """Seconds per call of fn: the median, over repeats, of a window of inner back-to-back calls
+    (so that one synchronisation is spread over many calls). fn runs 3 times first: autotuning."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        sync(device)
+        times.append((time.perf_counter() - t0) / inner)
+    return statistics.median(times)
+
+
+def copy_bandwidth(device: torch.device, nbytes: int = 1 << 30) -> float:
+    """Measured bytes/s of a device-to-device copy (read + write): the roof for memory-bound kernels."""
+    src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device=device)
+    dst = torch.empty_like(src)
+    return 2 * nbytes / median_seconds(lambda: dst.copy_(src), device, inner=3)
+
+
+def bench_kernels(args) -> None:
+    import torch.nn.functional as F
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        sys.exit("bench.py kernels: no CUDA GPU found; these timings need one (the kernels' tests run on "
+                 "the CPU: python -m pytest tests/test_kernels.py)")
+    import kernels
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        print("TRITON_INTERPRET=1 on the CPU: a dry run of this script, the numbers mean nothing")
+    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
+    torch.manual_seed(0)
+    peak = matmul_peak(device, dtype, n=8192 if device.type == "cuda" else 512)
+    bandwidth = copy_bandwidth(device, nbytes=1 << 30 if device.type == "cuda" else 1 << 24)
+    print(f"machine: {machine()}; torch {torch.__version__}; measured {args.dtype} matmul peak "
+          f"{peak / 1e12:.1f} TFLOP/s; measured copy bandwidth {bandwidth / 1e9:.0f} GB/s")
+
+    # attention: FLOPs of the two matmuls, q k^T and p v (2 * 2 * T * T * D per head), halved when
+    # causal; the backward does 2.5x the forward's matmul work (five matmuls instead of two)
+    B, H, T, D, causal = args.batch, args.heads, args.seq_len, args.head_dim, not args.no_causal
+    q, k, v, do = (torch.randn(B, H, T, D, device=device, dtype=dtype, requires_grad=True) for _ in range(4))
+    fwd_flops = 4 * B * H * T * T * D * (0.5 if causal else 1.0)
+    contenders = {
+        "F.scaled_dot_product_attention": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+        "kernels.attention": lambda q, k, v: kernels.attention(q, k, v, causal=causal),
+    }
+    outputs, rows = {}, {}
+    for name, f in contenders.items():
+        with torch.no_grad():
+            t_fwd = median_seconds(lambda: f(q, k, v), device, repeats=args.repeats)
+        t_all = median_seconds(lambda: torch.autograd.grad(f(q, k, v), (q, k, v), do), device, repeats=args.repeats)
+        outputs[name] = f(q, k, v).detach()
+        rows[name] = (fwd_flops / t_fwd, 2.5 * fwd_flops / (t_all - t_fwd), 3.5 * fwd_flops / t_all)
+    diff = (outputs["kernels.attention"].float() - outputs["F.scaled_dot_product_attention"].float()).abs().max()
+    print(f"\nattention, B={B} H={H} T={T} D={D} {'causal' if causal else 'not causal'} {args.dtype}, "
+          f"median of {args.repeats} (max |difference| of the outputs: {diff:.1e})")
+    print(f"{'':32s} {'fwd TFLOP/s':>12s} {'bwd TFLOP/s':>12s} {'fwd+bwd TFLOP/s':>16s} {'fwd+bwd MFU':>12s}")
+    for name, (fwd, bwd, both) in rows.items():
+        print(f"{name:32s} {fwd / 1e12:12.1f} {bwd / 1e12:12.1f} {both / 1e12:16.1f} {100 * both / peak:11.1f}%")
+    base, ours = rows["F.scaled_dot_product_attention"], rows["kernels.attention"]
+    print(f"{'ratio (kernels / SDPA)':32s} {ours[0] / base[0]:11.2f}x {ours[1] / base[1]:11.2f}x "
+          f"{ours[2] / base[2]:15.2f}x")
+
+    # layer_norm: the bytes that must move, x read and y written forward; x and dy read and dx
+    # written backward (weights, bias, mean and rstd are a rounding error at these sizes)
+    M, N = args.rows, args.hidden
+    x = torch.randn(M, N, device=device, dtype=dtype, requires_grad=True)
+    w = (1 + 0.1 * torch.randn(N, device=device, dtype=dtype)).requires_grad_()
+    b = (0.1 * torch.randn(N, device=device, dtype=dtype)).requires_grad_()
+    dy = torch.randn_like(x)
+    size = M * N * x.element_size()
+    contenders = {
+        "F.layer_norm": lambda x, w, b: F.layer_norm(x, (N,), w, b, 1e-5),
+        "kernels.layer_norm": lambda x, w, b: kernels.layer_norm(x, w, b, 1e-5),
+    }
+    outputs, rows = {}, {}
+    for name, f in contenders.items():
+        with torch.no_grad():
+            t_fwd = median_seconds(lambda: f(x, w, b), device, repeats=args.repeats)
+        t_all = median_seconds(lambda: torch.autograd.grad(f(x, w, b), (x, w, b), dy), device, repeats=args.repeats)
+        outputs[name] = f(x, w, b).detach()
+        rows[name] = (2 * size / t_fwd, 3 * size / (t_all - t_fwd), 5 * size / t_all)
+    diff = (outputs["kernels.layer_norm"].float() - outputs["F.layer_norm"].float()).abs().max()
+    print(f"\nlayer_norm, ({M}, {N}) {args.dtype}, median of {args.repeats} (max |difference| of the "
+          f"outputs: {diff:.1e})")
+    print(f"{'':32s} {'fwd GB/s':>12s} {'bwd GB/s':>12s} {'fwd+bwd GB/s':>16s} {'of copy':>12s}")
+    for name, (fwd, bwd, both) in rows.items():
+        print(f"{name:32s} {fwd / 1e9:12.0f} {bwd / 1e9:12.0f} {both / 1e9:16.0f} {100 * both / bandwidth:11.1f}%")
+    base, ours = rows["F.layer_norm"], rows["kernels.layer_norm"]
+    print(f"{'ratio (kernels / torch)':32s} {ours[0] / base[0]:11.2f}x {ours[1] / base[1]:11.2f}x "
+          f"{ours[2] / base[2]:15.2f}x")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
@@ -131,8 +227,18 @@ def main(argv=None) -> None:
     s.add_argument("--repeats", type=int, default=5)
     s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    s = sub.add_parser("kernels", help="kernels.py's Triton attention and LayerNorm against PyTorch (CUDA)")
+    s.add_argument("--batch", type=int, default=8)
+    s.add_argument("--heads", type=int, default=32)
+    s.add_argument("--seq_len", type=int, default=2048)
+    s.add_argument("--head_dim", type=int, default=64)
+    s.add_argument("--no_causal", action="store_true", help="attention without the causal mask")
+    s.add_argument("--rows", type=int, default=8 * 2048, help="layer_norm rows (batch x tokens)")
+    s.add_argument("--hidden", type=int, default=2048, help="layer_norm hidden size")
+    s.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    s.add_argument("--repeats", type=int, default=10)
     args = p.parse_args(argv)
-    {"sample": bench_sample}[args.what](args)
+    {"sample": bench_sample, "kernels": bench_kernels}[args.what](args)
 
 
 if __name__ == "__main__":
