@@ -568,3 +568,260 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
     _check_device(x, weight, bias)
     weight, bias = weight.contiguous(), bias.contiguous()
     return _LayerNorm.apply(x, weight, bias, float(eps))
+
+
+# =============================================================================
+# Partial rotary position embedding ("rotate half" on the first rotary_dim dims of each head)
+#
+# With x1, x2 the two halves of the rotated slice and c, s the cos and sin tables at the row's
+# position (each also in two halves):
+#     y1 = x1 * c1 - x2 * s1,     y2 = x2 * c2 + x1 * s2,     the other dims pass through.
+# Its gradient is the transposed rotation:
+#     dx1 = dy1 * c1 + dy2 * s2,  dx2 = dy2 * c2 - dy1 * s1.
+# One read and one write of x, where PyTorch's slicing, negation, concatenations, products and sum
+# take several passes. Computed in float32 and rounded once.
+
+@triton.jit
+def _rope(X, COS, SIN, Y, stride_xb, stride_xh, stride_xt, stride_yb, stride_yh, stride_yt, stride_c,
+          H, T, HEAD_DIM: tl.constexpr, HALF: tl.constexpr, BLOCK_HALF: tl.constexpr, BLOCK_D: tl.constexpr,
+          BLOCK_T: tl.constexpr, BACKWARD: tl.constexpr):
+    """BLOCK_T rows of one (batch, head). Grid: (cdiv(T, BLOCK_T), B * H)."""
+    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    bh = tl.program_id(1)
+    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+    x_row = X + b * stride_xb + h * stride_xh + rows[:, None] * stride_xt
+    y_row = Y + b * stride_yb + h * stride_yh + rows[:, None] * stride_yt
+    row_ok = rows[:, None] < T
+    # the dims past the rotated slice are copied
+    d = tl.arange(0, BLOCK_D)[None, :]
+    keep = row_ok & (d >= 2 * HALF) & (d < HEAD_DIM)
+    tl.store(y_row + d, tl.load(x_row + d, mask=keep), mask=keep)
+    # the rotated slice, as two halves
+    i = tl.arange(0, BLOCK_HALF)[None, :]
+    rot = row_ok & (i < HALF)
+    x1 = tl.load(x_row + i, mask=rot, other=0.0).to(tl.float32)
+    x2 = tl.load(x_row + HALF + i, mask=rot, other=0.0).to(tl.float32)
+    c_row = rows[:, None] * stride_c
+    c1 = tl.load(COS + c_row + i, mask=rot, other=0.0).to(tl.float32)
+    c2 = tl.load(COS + c_row + HALF + i, mask=rot, other=0.0).to(tl.float32)
+    s1 = tl.load(SIN + c_row + i, mask=rot, other=0.0).to(tl.float32)
+    s2 = tl.load(SIN + c_row + HALF + i, mask=rot, other=0.0).to(tl.float32)
+    if BACKWARD:
+        y1 = x1 * c1 + x2 * s2
+        y2 = x2 * c2 - x1 * s1
+    else:
+        y1 = x1 * c1 - x2 * s1
+        y2 = x2 * c2 + x1 * s2
+    tl.store(y_row + i, y1.to(Y.dtype.element_ty), mask=rot)
+    tl.store(y_row + HALF + i, y2.to(Y.dtype.element_ty), mask=rot)
+
+
+def _rope_launch(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward: bool) -> torch.Tensor:
+    B, H, T, D = x.shape
+    half = cos.shape[-1] // 2
+    y = torch.empty_like(x)  # keeps x's layout: the model's (B, T, H, D) projections viewed as (B, H, T, D)
+    block_t = 16
+    _rope[(triton.cdiv(T, block_t), B * H)](x, cos, sin, y, *_strides(x), *_strides(y), cos.stride(0), H, T,
+                                            HEAD_DIM=D, HALF=half, BLOCK_HALF=triton.next_power_of_2(half),
+                                            BLOCK_D=triton.next_power_of_2(D), BLOCK_T=block_t, BACKWARD=backward)
+    return y
+
+
+class _Rope(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, cos, sin):
+        ctx.save_for_backward(cos, sin)
+        return _rope_launch(x, cos, sin, backward=False)
+
+    @staticmethod
+    def backward(ctx, dy):
+        cos, sin = ctx.saved_tensors
+        if dy.stride(-1) != 1:
+            dy = dy.contiguous()
+        return _rope_launch(dy, cos, sin, backward=True), None, None
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first rotary_dim dims of each head of x (B, H, T, D), rotate-half style (dim i
+    pairs with i + rotary_dim/2), with cos and sin tables (T, rotary_dim); the other dims pass
+    through. Differentiable in x (the tables are constants)."""
+    if x.dim() != 4 or cos.dim() != 2 or cos.shape != sin.shape or cos.shape[0] != x.shape[2]:
+        raise ValueError(f"rope: x must be (B, H, T, D) and cos, sin (T, rotary_dim); got x {tuple(x.shape)}, "
+                         f"cos {tuple(cos.shape)}, sin {tuple(sin.shape)}")
+    rd = cos.shape[1]
+    if rd % 2 or rd > x.shape[3]:
+        raise ValueError(f"rope: rotary_dim {rd} must be even and at most the head dim {x.shape[3]}")
+    if cos.requires_grad or sin.requires_grad:
+        raise ValueError("rope: the cos and sin tables are constants here; they must not require grad")
+    if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"rope: x has dtype {x.dtype}; expected float16, bfloat16 or float32")
+    _check_device(x, cos, sin)
+    if rd == 0 or x.numel() == 0:
+        return x
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    return _Rope.apply(x, cos.contiguous(), sin.contiguous())
+
+
+# =============================================================================
+# GELU, tanh approximation (phi's "gelu_new")
+#
+#     gelu(x) = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
+#             = x * sigmoid(2u)                       (as 1 + tanh(u) = 2 sigmoid(2u))
+#     gelu'(x) = sigmoid(2u) + x * sigmoid(2u) (1 - sigmoid(2u)) * 2 u'(x),
+#     u'(x) = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+# The sigmoid form needs no tanh (a libdevice call) and has no cancellation for large negative x.
+# The forward stores nothing but x, which the backward reads again.
+
+SQRT_2_OVER_PI = tl.constexpr(0.7978845608028654)  # a constexpr, so kernels may read it
+
+
+@triton.jit
+def _gelu_tanh(X, DY, OUT, n, BACKWARD: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+    u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)
+    sig = tl.sigmoid(2.0 * u)
+    if BACKWARD:
+        dy = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)
+        du = SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x)
+        out = dy * (sig + x * sig * (1.0 - sig) * 2.0 * du)
+    else:
+        out = x * sig
+    tl.store(OUT + offs, out.to(OUT.dtype.element_ty), mask=mask)
+
+
+def _gelu_launch(x: torch.Tensor, dy: Optional[torch.Tensor]) -> torch.Tensor:
+    out = torch.empty_like(x)
+    n = x.numel()
+    block = 1024
+    _gelu_tanh[(triton.cdiv(n, block),)](x, x if dy is None else dy, out, n, BACKWARD=dy is not None,
+                                         BLOCK=block)
+    return out
+
+
+class _GeluTanh(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _gelu_launch(x, None)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        return _gelu_launch(x, dy.contiguous())
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """F.gelu(x, approximate="tanh"), differentiable, computed in float32 whatever x's dtype."""
+    if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"gelu_tanh: x has dtype {x.dtype}; expected float16, bfloat16 or float32")
+    _check_device(x)
+    if x.numel() == 0:
+        return x.clone()
+    return _GeluTanh.apply(x.contiguous())
+
+
+# =============================================================================
+# Cross-entropy over a large vocabulary, fused with the lm_head and chunked
+#
+#     loss = mean over rows r with a target of  logsumexp_v(z_rv) - z_r,target_r,   z = x W^T + b
+#     dloss/dz_rv = (softmax(z_r)_v - [v == target_r]) / n_rows
+# The logits of phi's 51200-word vocabulary are big: for 8 x 2048 tokens, 1.7 GB in bfloat16 and
+# 3.4 GB more in float32 for the softmax, and as much again for their gradient. Here they exist
+# only for chunk_rows rows at a time, in x's dtype: the kernel below reads a chunk's logits once
+# for the logsumexp and once more to overwrite them, in place, with their gradient; then dx, dW
+# and db of the chunk are three matmuls. Everything the backward needs is computed in the forward
+# (the loss is a scalar, so the backward only scales it by the incoming gradient).
+
+@triton.jit
+def _cross_entropy_rows(LOGITS, TARGETS, LOSS, stride_l, V, ignore_index, GRAD: tl.constexpr,
+                        BLOCK_V: tl.constexpr):
+    """One row: its loss, and (GRAD) its logits replaced by their gradient softmax - onehot (0 for a
+    row whose target is ignore_index; the caller divides by the number of rows counted)."""
+    row = tl.program_id(0).to(tl.int64)
+    base = LOGITS + row * stride_l
+    target = tl.load(TARGETS + row)
+    valid = target != ignore_index
+    cols = tl.arange(0, BLOCK_V)
+    # pass 1: the running maximum m and sum of exp(z - m) over the vocabulary, as in attention
+    m = float("-inf")
+    s = 0.0
+    for start in range(0, V, BLOCK_V):
+        z = tl.load(base + start + cols, mask=start + cols < V, other=float("-inf")).to(tl.float32)
+        m_new = tl.maximum(m, tl.max(z, 0))
+        s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), 0)
+        m = m_new
+    lse = m + tl.log(s)
+    z_target = tl.load(base + target, mask=valid, other=0.0).to(tl.float32)
+    tl.store(LOSS + row, tl.where(valid, lse - z_target, 0.0))
+    # pass 2: the gradient, in place
+    if GRAD:
+        for start in range(0, V, BLOCK_V):
+            v = start + cols
+            z = tl.load(base + v, mask=v < V, other=0.0).to(tl.float32)
+            g = tl.exp(z - lse) - tl.where(v == target, 1.0, 0.0)
+            g = tl.where(valid, g, 0.0)
+            tl.store(base + v, g.to(LOGITS.dtype.element_ty), mask=v < V)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, targets, ignore_index, chunk_rows, grad):
+        M = x.shape[0]
+        V = weight.shape[0]
+        n = (targets != ignore_index).sum()  # rows counted, on the device
+        losses = torch.empty(M, dtype=torch.float32, device=x.device)
+        if grad:
+            dx = torch.empty_like(x)
+            dw = torch.zeros(weight.shape, dtype=torch.float32, device=x.device)
+            db = torch.zeros(V, dtype=torch.float32, device=x.device)
+        for start in range(0, M, chunk_rows):
+            rows = slice(start, start + chunk_rows)
+            logits = torch.addmm(bias, x[rows], weight.t())  # (rows, V), x's dtype
+            _cross_entropy_rows[(logits.shape[0],)](logits, targets[rows], losses[rows], logits.stride(0), V,
+                                                    ignore_index, GRAD=grad,
+                                                    BLOCK_V=1024 if INTERPRET else 4096, num_warps=8)
+            if grad:  # logits now hold softmax - onehot
+                dx[rows] = logits @ weight
+                dw += logits.t() @ x[rows]
+                db += logits.sum(0, dtype=torch.float32)
+        inv_n = 1.0 / n  # a 0-dim float32 tensor: no host synchronisation
+        if grad:
+            ctx.save_for_backward(dx.mul_(inv_n), (dw * inv_n).to(weight.dtype), (db * inv_n).to(bias.dtype))
+        return losses.sum() * inv_n
+
+    @staticmethod
+    def backward(ctx, dloss):
+        dx, dw, db = ctx.saved_tensors
+        return dx * dloss, dw * dloss, db * dloss, None, None, None, None
+
+
+def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
+                         ignore_index: int = -1, chunk_rows: int = 2048) -> torch.Tensor:
+    """F.cross_entropy(x @ weight.T + bias, targets, ignore_index=ignore_index) (the mean over the
+    rows whose target is not ignore_index), differentiable in x, weight and bias, without ever
+    holding more than chunk_rows rows of logits. x (..., C), targets x's leading shape, weight (V, C)."""
+    C = x.shape[-1]
+    if weight.dim() != 2 or weight.shape[1] != C or bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear_cross_entropy: x (..., C) needs weight (V, C) and bias (V,); got x "
+                         f"{tuple(x.shape)}, weight {tuple(weight.shape)}, bias {tuple(bias.shape)}")
+    if targets.shape != x.shape[:-1] or targets.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"linear_cross_entropy: targets must be integers of shape {tuple(x.shape[:-1])}, "
+                         f"got {targets.dtype} {tuple(targets.shape)}")
+    if not (x.dtype == weight.dtype == bias.dtype) or x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"linear_cross_entropy: x, weight, bias must share one dtype of float16, bfloat16, "
+                         f"float32; got {x.dtype}, {weight.dtype}, {bias.dtype}")
+    if chunk_rows < 1:
+        raise ValueError(f"linear_cross_entropy: chunk_rows must be positive, got {chunk_rows}")
+    _check_device(x, weight, bias, targets)
+    V = weight.shape[0]
+    bad = ((targets < 0) & (targets != ignore_index)) | (targets >= V)
+    if bool(bad.any()):
+        raise ValueError(f"linear_cross_entropy: target {targets[bad][0].item()} is outside the vocabulary "
+                         f"[0, {V}) and is not ignore_index ({ignore_index})")
+    # the gradients are computed in the forward, only when they will be asked for
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, bias))
+    return _LinearCrossEntropy.apply(x.reshape(-1, C).contiguous(), weight.contiguous(), bias.contiguous(),
+                                     targets.reshape(-1).contiguous(), int(ignore_index), int(chunk_rows), grad)

@@ -282,7 +282,11 @@ class PhiAttention(nn.Module):
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if use_triton(self.kernels, q):
+            from kernels import rope
+            q, k = rope(q, cos, sin), rope(k, cos, sin)
+        else:
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if input_pos is not None:  # decoding: store this step's keys (rotated) and values, read all
             k, v = self.kv_cache.update(input_pos, k, v)
         y = attend(q, k, v, mask, self.attn_pdrop if self.training else 0.0, self.kernels)
@@ -295,10 +299,15 @@ class PhiMLP(nn.Module):
         super().__init__()
         self.fc1 = Linear(config.n_embd, config.n_inner)
         self.fc2 = Linear(config.n_inner, config.n_embd)
+        self.kernels = config.kernels
 
     def forward(self, x):
         # gelu_new = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the tanh approximation
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        h = self.fc1(x)
+        if use_triton(self.kernels, h):
+            from kernels import gelu_tanh
+            return self.fc2(gelu_tanh(h))
+        return self.fc2(F.gelu(h, approximate="tanh"))
 
 
 class PhiBlock(nn.Module):
@@ -344,13 +353,15 @@ class Phi(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None,
-                input_pos: Optional[torch.Tensor] = None, only_last: bool = False):
+                input_pos: Optional[torch.Tensor] = None, only_last: bool = False, return_logits: bool = True):
         """idx (B, T) token ids -> (logits, loss).
 
         targets (B, T): the next token of each position; loss is their mean cross-entropy, with
         target -1 ignored (nanoGPT's convention). input_pos (T,): positions of idx in the KV cache
         (set up with setup_cache); None means a plain causal forward from position 0.
         only_last: compute logits for the last position only (decoding; saves a (B, T, vocab) matmul).
+        return_logits=False (with targets): return (None, loss); with the Triton kernels the loss is
+        then fused with lm_head and chunked, so the (B, T, vocab) logits never exist at once (training).
         """
         B, T = idx.shape
         if input_pos is None:
@@ -370,11 +381,14 @@ class Phi(nn.Module):
         for block in self.model.layers:
             x = block(x, cos, sin, input_pos, mask)
         x = self.model.final_layernorm(x)
+        if targets is not None and not return_logits and use_triton(self.config.kernels, x):
+            from kernels import linear_cross_entropy
+            return None, linear_cross_entropy(x, self.lm_head.weight, self.lm_head.bias, targets, ignore_index=-1)
         if targets is not None:
             logits = self.lm_head(x)
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
                                    ignore_index=-1)
-            return logits, loss
+            return (logits if return_logits else None), loss
         if only_last:
             x = x[:, [-1], :]
         return self.lm_head(x), None

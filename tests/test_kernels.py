@@ -7,6 +7,7 @@ interpreter's bfloat16 is broken). With CUDA the very same tests run on the GPU,
 plus the tests marked gpu.
 """
 
+import math
 import os
 import subprocess
 import sys
@@ -282,6 +283,155 @@ def test_attention_longer_sequences(D, causal, dtype):
 
 
 # -----------------------------------------------------------------------------
+# Partial rotary embedding, GELU-tanh, fused linear + cross-entropy
+
+def rope_tables(T: int, rotary_dim: int, theta: float = 10000.0):
+    """phi's tables in float64: angle(t, i) = t * theta^(-2i/rotary_dim), duplicated over both halves."""
+    inv_freq = theta ** (-torch.arange(0, rotary_dim, 2, dtype=torch.float64) / rotary_dim)
+    angles = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq[None, :]
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos(), angles.sin()
+
+
+def rope_reference(x, cos, sin):
+    """Dim i < rotary_dim/2 pairs with dim i + rotary_dim/2 and the pair turns by the table's angle;
+    dims past rotary_dim are left alone. float64."""
+    x, cos, sin = x.double(), cos.double(), sin.double()
+    h = cos.shape[-1] // 2
+    x1, x2, rest = x[..., :h], x[..., h:2 * h], x[..., 2 * h:]
+    y1 = x1 * cos[:, :h] - x2 * sin[:, :h]
+    y2 = x2 * cos[:, h:] + x1 * sin[:, h:]
+    return torch.cat((y1, y2, rest), dim=-1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("B,H,T,D,rotary_dim", [(2, 3, 37, 64, 32), (1, 2, 5, 80, 32), (1, 1, 20, 16, 16),
+                                                (2, 2, 9, 16, 8), (1, 2, 33, 64, 24)])
+def test_rope_matches_float64_rotation(B, H, T, D, rotary_dim, dtype):
+    # x laid out as the model's projections: (B, T, H, D) memory viewed as (B, H, T, D)
+    x = randn(B, T, H, D, dtype=dtype, seed=0).transpose(1, 2).requires_grad_()
+    cos, sin = (t.to(device=DEVICE, dtype=dtype) for t in rope_tables(T, rotary_dim))
+    dy = randn(B, H, T, D, dtype=dtype, seed=1)
+    y = kernels.rope(x, cos, sin)
+    y.backward(dy)
+    x64 = x.detach().double().requires_grad_()
+    ref = rope_reference(x64, cos, sin)
+    ref.backward(dy.double())
+    assert y.dtype == dtype and y.stride() == x.stride()
+    assert_close(y, ref, TOL[dtype], "y")
+    assert_close(x.grad, x64.grad, TOL[dtype], "dx")
+
+
+def test_rope_uses_each_half_of_the_tables():
+    # phi's tables repeat their first half; arbitrary tables check that each half is read where the
+    # formula reads it (y1 with the first half of cos and sin, y2 with the second)
+    B, H, T, D, rd = 1, 2, 21, 64, 32
+    x = randn(B, H, T, D, dtype=torch.float32, seed=0).requires_grad_()
+    cos, sin = randn(T, rd, dtype=torch.float32, seed=1), randn(T, rd, dtype=torch.float32, seed=2)
+    dy = randn(B, H, T, D, dtype=torch.float32, seed=3)
+    kernels.rope(x, cos, sin).backward(dy)
+    x64 = x.detach().double().requires_grad_()
+    ref = rope_reference(x64, cos, sin)
+    ref.backward(dy.double())
+    assert_close(kernels.rope(x.detach(), cos, sin), ref, 1e-4, "y")
+    assert_close(x.grad, x64.grad, 1e-4, "dx")
+
+
+def gelu_tanh_reference(x):
+    x = x.double()
+    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+# numpy, running the interpreter, warns when exp(-2u) overflows for x << 0 (sigmoid is then 0, as it should)
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(1,), (3, 1037), (2, 4, 700)], ids=str)
+def test_gelu_tanh_matches_float64(shape, dtype):
+    x = randn(*shape, dtype=dtype, seed=0, scale=4.0)
+    if x.numel() > 2:  # and the far tails, where tanh saturates
+        x.view(-1)[:2] = torch.tensor([-30.0, 30.0])
+    x.requires_grad_()
+    dy = randn(*shape, dtype=dtype, seed=1)
+    y = kernels.gelu_tanh(x)
+    y.backward(dy)
+    x64 = x.detach().double().requires_grad_()
+    ref = gelu_tanh_reference(x64)
+    ref.backward(dy.double())
+    assert_close(y, ref, TOL[dtype], "y")
+    assert_close(x.grad, x64.grad, TOL[dtype], "dx")
+
+
+def cross_entropy_reference(x, w, b, targets, ignore_index=-1):
+    """mean over counted rows of logsumexp(z) - z[target], z = x w^T + b, float64, written out."""
+    z = x.double() @ w.double().T + b.double()
+    z = z.reshape(-1, z.shape[-1])
+    t = targets.reshape(-1)
+    keep = t != ignore_index
+    lse = z.max(-1, keepdim=True).values
+    lse = (lse + (z - lse).exp().sum(-1, keepdim=True).log()).squeeze(-1)
+    return (lse[keep] - z[keep].gather(1, t[keep][:, None]).squeeze(1)).mean()
+
+
+# 3000 words: not a multiple of the kernel's vocabulary block; 39 rows in chunks of 16: three chunks,
+# the last partial
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_linear_cross_entropy_matches_float64(dtype):
+    B, T, C, V = 3, 13, 64, 3000
+    x = randn(B, T, C, dtype=dtype, seed=0).requires_grad_()
+    w = randn(V, C, dtype=dtype, seed=1, scale=0.2).requires_grad_()  # logits of std ~1.6
+    b = randn(V, dtype=dtype, seed=2).requires_grad_()
+    targets = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    targets[0, 3] = targets[2, 12] = -1  # ignored
+    loss = kernels.linear_cross_entropy(x, w, b, targets, ignore_index=-1, chunk_rows=16)
+    (3.0 * loss).backward()
+    x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
+    ref = cross_entropy_reference(x64, w64, b64, targets)
+    (3.0 * ref).backward()
+    tol = TOL[dtype]
+    assert loss.dtype == torch.float32 and loss.shape == ()
+    assert abs(loss.item() - ref.item()) <= tol * abs(ref.item())
+    assert_close(x.grad, x64.grad, tol, "dx")
+    assert_close(w.grad, w64.grad, tol, "dweight")
+    assert_close(b.grad, b64.grad, tol, "dbias")
+
+
+def test_linear_cross_entropy_without_grad_gives_the_same_loss():
+    x, w, b = randn(10, 32, dtype=torch.float32, seed=0), randn(500, 32, dtype=torch.float32, seed=1), \
+        randn(500, dtype=torch.float32, seed=2)
+    targets = torch.arange(10, device=DEVICE) * 7
+    with torch.no_grad():
+        loss = kernels.linear_cross_entropy(x, w, b, targets, chunk_rows=4)
+    assert abs(loss.item() - cross_entropy_reference(x, w, b, targets).item()) < 1e-5
+
+
+def test_linear_cross_entropy_rejects_a_target_outside_the_vocabulary():
+    x, w, b = torch.zeros(4, 8, device=DEVICE), torch.zeros(10, 8, device=DEVICE), torch.zeros(10, device=DEVICE)
+    with pytest.raises(ValueError, match="target 10 is outside the vocabulary"):
+        kernels.linear_cross_entropy(x, w, b, torch.tensor([0, 1, 10, 2], device=DEVICE))
+    with pytest.raises(ValueError, match="target -5 is outside"):
+        kernels.linear_cross_entropy(x, w, b, torch.tensor([0, -5, 1, 2], device=DEVICE))
+
+
+def test_kernels_compile_for_h100(tmp_path):
+    # the GPU compiler, not the interpreter: every kernel down to an sm_90 cubin (see the script)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)  # compile for real, not from an earlier run's cache
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "compile_kernels.py")], capture_output=True,
+                         text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    assert "all kernels compiled for sm_90" in out.stdout
+
+
+@pytest.mark.slow
+def test_every_kernel_configuration_compiles_for_h100(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "compile_kernels.py"), "--all"],
+                         capture_output=True, text=True, env=env, timeout=3600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+
+
+# -----------------------------------------------------------------------------
 # model.py: kernels="triton" against kernels="torch"
 
 def reinit(model: Phi, seed: int) -> None:
@@ -299,9 +449,11 @@ def reinit(model: Phi, seed: int) -> None:
 
 
 def loss_and_grads(config: PhiConfig, state: dict, kernels_: str, dtype, idx, targets):
+    """With kernels="triton" the loss is the fused, chunked one (return_logits=False)."""
     cfg = PhiConfig(**{**config.__dict__, "kernels": kernels_})
     model = Phi.from_state_dict(cfg, {k: v.clone() for k, v in state.items()}, dtype=dtype, device=DEVICE)
-    _, loss = model(idx, targets)
+    logits, loss = model(idx, targets, return_logits=kernels_ != "triton")
+    assert (logits is None) == (kernels_ == "triton")
     loss.backward()
     grads = {n: p.grad.float() for n, p in model.named_parameters()}
     return loss.item(), grads
