@@ -81,7 +81,7 @@ def _store_tile(ptrs, value, rows, n_rows, offs_d, HEAD_DIM: tl.constexpr, BLOCK
 
 
 @triton.jit
-def _attn_fwd_blocks(acc, m_i, l_i, q, k_ptrs, v_ptrs, stride_kt, stride_vt, offs_m, offs_n, offs_d,
+def _attn_fwd_blocks(acc, m_i, l_i, q, K_bh, V_bh, stride_kt, stride_vt, offs_m, offs_n, offs_d,
                      start, end, Tk, offset, qk_scale,
                      CAUSAL: tl.constexpr, MASKED: tl.constexpr, HEAD_DIM: tl.constexpr,
                      BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr):
@@ -89,7 +89,7 @@ def _attn_fwd_blocks(acc, m_i, l_i, q, k_ptrs, v_ptrs, stride_kt, stride_vt, off
     past the last key, where some scores must be -inf; the blocks before them need no mask."""
     for start_n in range(start, end, BLOCK_N):
         cols = start_n + offs_n
-        k = _load_tile(k_ptrs + start_n * stride_kt, cols, Tk, offs_d, HEAD_DIM, BLOCK_D)
+        k = _load_tile(K_bh + cols[:, None] * stride_kt + offs_d[None, :], cols, Tk, offs_d, HEAD_DIM, BLOCK_D)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale  # (BLOCK_M, BLOCK_N), log2 units
         if MASKED:
             visible = cols[None, :] < Tk
@@ -101,7 +101,7 @@ def _attn_fwd_blocks(acc, m_i, l_i, q, k_ptrs, v_ptrs, stride_kt, stride_vt, off
         alpha = tl.exp2(m_i - m_new)  # rescales what was accumulated under the old maximum
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = _load_tile(v_ptrs + start_n * stride_vt, cols, Tk, offs_d, HEAD_DIM, BLOCK_D)
+        v = _load_tile(V_bh + cols[:, None] * stride_vt + offs_d[None, :], cols, Tk, offs_d, HEAD_DIM, BLOCK_D)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
         m_i = m_new
     return acc, m_i, l_i
@@ -125,8 +125,10 @@ def _attn_fwd(Q, K, V, O, LSE,
     offs_d = tl.arange(0, BLOCK_D)
     q = _load_tile(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :],
                    offs_m, Tq, offs_d, HEAD_DIM, BLOCK_D)
-    k_ptrs = K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_kt + offs_d[None, :]
-    v_ptrs = V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vt + offs_d[None, :]
+    # this (batch, head)'s keys and values; tile addresses are formed inside the loops, since a
+    # (BLOCK_N, BLOCK_D) tensor of 64-bit pointers kept alive across them costs registers and spills
+    K_bh = K + b * stride_kb + h * stride_kh
+    V_bh = V + b * stride_vb + h * stride_vh
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -138,10 +140,10 @@ def _attn_fwd(Q, K, V, O, LSE,
     else:
         full = Tk // BLOCK_N * BLOCK_N
         end = Tk
-    acc, m_i, l_i = _attn_fwd_blocks(acc, m_i, l_i, q, k_ptrs, v_ptrs, stride_kt, stride_vt, offs_m,
+    acc, m_i, l_i = _attn_fwd_blocks(acc, m_i, l_i, q, K_bh, V_bh, stride_kt, stride_vt, offs_m,
                                      offs_n, offs_d, 0, full, Tk, offset, qk_scale, CAUSAL, False,
                                      HEAD_DIM, BLOCK_D, BLOCK_N, DOT_PREC)
-    acc, m_i, l_i = _attn_fwd_blocks(acc, m_i, l_i, q, k_ptrs, v_ptrs, stride_kt, stride_vt, offs_m,
+    acc, m_i, l_i = _attn_fwd_blocks(acc, m_i, l_i, q, K_bh, V_bh, stride_kt, stride_vt, offs_m,
                                      offs_n, offs_d, full, end, Tk, offset, qk_scale, CAUSAL, True,
                                      HEAD_DIM, BLOCK_D, BLOCK_N, DOT_PREC)
 
@@ -175,7 +177,7 @@ def _attn_bwd_delta(O, DO, DELTA, stride_ob, stride_oh, stride_ot, stride_dob, s
 
 
 @triton.jit
-def _attn_bwd_dkdv_blocks(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptrs, delta_ptrs, stride_qt, stride_dot,
+def _attn_bwd_dkdv_blocks(dk, dv, k, v, Q_bh, DO_bh, LSE_bh, DELTA_bh, stride_qt, stride_dot,
                           offs_m, cols, offs_d, start, end, Tq, offset, qk_scale,
                           MASKED: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                           BLOCK_M: tl.constexpr, DOT_PREC: tl.constexpr):
@@ -184,10 +186,10 @@ def _attn_bwd_dkdv_blocks(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptrs, delta_ptrs, s
     0; key columns past Tk only produce dK, dV columns that are never stored."""
     for start_m in range(start, end, BLOCK_M):
         rows = start_m + offs_m
-        q = _load_tile(q_ptrs + start_m * stride_qt, rows, Tq, offs_d, HEAD_DIM, BLOCK_D)
-        do = _load_tile(do_ptrs + start_m * stride_dot, rows, Tq, offs_d, HEAD_DIM, BLOCK_D)
-        lse = tl.load(lse_ptrs + start_m, mask=rows < Tq, other=0.0)
-        delta = tl.load(delta_ptrs + start_m, mask=rows < Tq, other=0.0)
+        q = _load_tile(Q_bh + rows[:, None] * stride_qt + offs_d[None, :], rows, Tq, offs_d, HEAD_DIM, BLOCK_D)
+        do = _load_tile(DO_bh + rows[:, None] * stride_dot + offs_d[None, :], rows, Tq, offs_d, HEAD_DIM, BLOCK_D)
+        lse = tl.load(LSE_bh + rows, mask=rows < Tq, other=0.0)
+        delta = tl.load(DELTA_bh + rows, mask=rows < Tq, other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale  # (BLOCK_M, BLOCK_N)
         p = tl.exp2(s - lse[:, None])
         if MASKED:
@@ -219,10 +221,10 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV,
                    cols, Tk, offs_d, HEAD_DIM, BLOCK_D)
     v = _load_tile(V + b * stride_vb + h * stride_vh + cols[:, None] * stride_vt + offs_d[None, :],
                    cols, Tk, offs_d, HEAD_DIM, BLOCK_D)
-    q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :]
-    do_ptrs = DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :]
-    lse_ptrs = LSE + bh.to(tl.int64) * Tq + offs_m
-    delta_ptrs = DELTA + bh.to(tl.int64) * Tq + offs_m
+    Q_bh = Q + b * stride_qb + h * stride_qh
+    DO_bh = DO + b * stride_dob + h * stride_doh
+    LSE_bh = LSE + bh.to(tl.int64) * Tq
+    DELTA_bh = DELTA + bh.to(tl.int64) * Tq
 
     dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
@@ -234,10 +236,10 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV,
     else:
         start = 0
         full = 0
-    dk, dv = _attn_bwd_dkdv_blocks(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptrs, delta_ptrs, stride_qt,
+    dk, dv = _attn_bwd_dkdv_blocks(dk, dv, k, v, Q_bh, DO_bh, LSE_bh, DELTA_bh, stride_qt,
                                    stride_dot, offs_m, cols, offs_d, start, full, Tq, offset, qk_scale,
                                    True, HEAD_DIM, BLOCK_D, BLOCK_M, DOT_PREC)
-    dk, dv = _attn_bwd_dkdv_blocks(dk, dv, k, v, q_ptrs, do_ptrs, lse_ptrs, delta_ptrs, stride_qt,
+    dk, dv = _attn_bwd_dkdv_blocks(dk, dv, k, v, Q_bh, DO_bh, LSE_bh, DELTA_bh, stride_qt,
                                    stride_dot, offs_m, cols, offs_d, full, Tq, Tq, offset, qk_scale,
                                    False, HEAD_DIM, BLOCK_D, BLOCK_M, DOT_PREC)
     dk = dk * sm_scale
@@ -248,7 +250,7 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV,
 
 
 @triton.jit
-def _attn_bwd_dq_blocks(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kt, stride_vt, offs_m, offs_n,
+def _attn_bwd_dq_blocks(dq, q, do, lse, delta, K_bh, V_bh, stride_kt, stride_vt, offs_m, offs_n,
                         offs_d, start, end, Tk, offset, qk_scale,
                         CAUSAL: tl.constexpr, MASKED: tl.constexpr, HEAD_DIM: tl.constexpr,
                         BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr):
@@ -256,8 +258,8 @@ def _attn_bwd_dq_blocks(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kt, stride
     and the last, partial key block (its padding keys must not reach the real rows of dQ)."""
     for start_n in range(start, end, BLOCK_N):
         cols = start_n + offs_n
-        k = _load_tile(k_ptrs + start_n * stride_kt, cols, Tk, offs_d, HEAD_DIM, BLOCK_D)
-        v = _load_tile(v_ptrs + start_n * stride_vt, cols, Tk, offs_d, HEAD_DIM, BLOCK_D)
+        k = _load_tile(K_bh + cols[:, None] * stride_kt + offs_d[None, :], cols, Tk, offs_d, HEAD_DIM, BLOCK_D)
+        v = _load_tile(V_bh + cols[:, None] * stride_vt + offs_d[None, :], cols, Tk, offs_d, HEAD_DIM, BLOCK_D)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
         p = tl.exp2(s - lse[:, None])
         if MASKED:
@@ -293,8 +295,8 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ,
                     offs_m, Tq, offs_d, HEAD_DIM, BLOCK_D)
     lse = tl.load(LSE + bh.to(tl.int64) * Tq + offs_m, mask=offs_m < Tq, other=0.0)
     delta = tl.load(DELTA + bh.to(tl.int64) * Tq + offs_m, mask=offs_m < Tq, other=0.0)
-    k_ptrs = K + b * stride_kb + h * stride_kh + offs_n[:, None] * stride_kt + offs_d[None, :]
-    v_ptrs = V + b * stride_vb + h * stride_vh + offs_n[:, None] * stride_vt + offs_d[None, :]
+    K_bh = K + b * stride_kb + h * stride_kh
+    V_bh = V + b * stride_vb + h * stride_vh
 
     dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     if CAUSAL:  # the same split of the keys as in the forward
@@ -303,10 +305,10 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ,
     else:
         full = Tk // BLOCK_N * BLOCK_N
         end = Tk
-    dq = _attn_bwd_dq_blocks(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kt, stride_vt, offs_m, offs_n,
+    dq = _attn_bwd_dq_blocks(dq, q, do, lse, delta, K_bh, V_bh, stride_kt, stride_vt, offs_m, offs_n,
                              offs_d, 0, full, Tk, offset, qk_scale, CAUSAL, False, HEAD_DIM, BLOCK_D,
                              BLOCK_N, DOT_PREC)
-    dq = _attn_bwd_dq_blocks(dq, q, do, lse, delta, k_ptrs, v_ptrs, stride_kt, stride_vt, offs_m, offs_n,
+    dq = _attn_bwd_dq_blocks(dq, q, do, lse, delta, K_bh, V_bh, stride_kt, stride_vt, offs_m, offs_n,
                              offs_d, full, end, Tk, offset, qk_scale, CAUSAL, True, HEAD_DIM, BLOCK_D,
                              BLOCK_N, DOT_PREC)
     dq = dq * sm_scale
@@ -324,12 +326,14 @@ def _configs(candidates):
 
 
 _AUTOTUNE_KEY = ["Tq", "Tk", "HEAD_DIM", "CAUSAL"]  # the autotuner adds the tensors' dtypes
-_attn_fwd = triton.autotune(_configs([(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3),
-                                      (128, 32, 4, 4), (64, 32, 4, 3)]), key=_AUTOTUNE_KEY)(_attn_fwd)
-_attn_bwd_dkdv = triton.autotune(_configs([(32, 128, 8, 3), (64, 128, 8, 3), (32, 64, 4, 3), (64, 64, 4, 3),
-                                           (16, 64, 4, 3), (64, 128, 8, 2)]), key=_AUTOTUNE_KEY)(_attn_bwd_dkdv)
+# (BLOCK_M, BLOCK_N, warps, stages): candidates that compile for sm_90 without register spills at
+# head dim 64 (and, for most, at 80/128), per tests/compile_kernels.py and cuobjdump
+_attn_fwd = triton.autotune(_configs([(128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 3), (64, 64, 4, 3),
+                                      (64, 128, 8, 3), (128, 32, 8, 3)]), key=_AUTOTUNE_KEY)(_attn_fwd)
+_attn_bwd_dkdv = triton.autotune(_configs([(32, 128, 8, 3), (16, 128, 8, 3), (64, 64, 8, 3), (32, 64, 8, 3),
+                                           (16, 64, 8, 3), (32, 64, 4, 3)]), key=_AUTOTUNE_KEY)(_attn_bwd_dkdv)
 _attn_bwd_dq = triton.autotune(_configs([(128, 32, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3),
-                                         (128, 32, 4, 2)]), key=_AUTOTUNE_KEY)(_attn_bwd_dq)
+                                         (64, 64, 8, 3), (32, 64, 4, 3)]), key=_AUTOTUNE_KEY)(_attn_bwd_dq)
 
 
 def _head_block(D: int) -> int:

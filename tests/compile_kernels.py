@@ -14,7 +14,9 @@ Run it without TRITON_INTERPRET set (the kernels must be real JIT functions, not
 
 import argparse
 import os
+import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -47,7 +49,21 @@ def build(target, kernel, pointers: dict, floats: tuple, constexprs: dict, num_w
                               options={"num_warps": num_warps, "num_stages": num_stages})
     assert "cubin" in compiled.asm, f"{fn.__name__}: no cubin"
     print(f"{fn.__name__:20s} {num_warps} warps {num_stages} stages, shared {compiled.metadata.shared:6d} B, "
-          f"{time.time() - t0:4.1f}s  {constexprs}", flush=True)
+          f"{resources(compiled.asm['cubin'])}, {time.time() - t0:4.1f}s  {constexprs}", flush=True)
+
+
+def resources(cubin: bytes) -> str:
+    """Registers per thread and spilled bytes (STACK), from the cuobjdump that ships with triton."""
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        try:
+            out = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+        except OSError:
+            return "registers unknown"
+    fields = dict(w.split(":", 1) for line in out.splitlines() if "REG:" in line for w in line.split() if ":" in w)
+    return f"{fields.get('REG', '?')} registers, {fields.get('STACK', '?')} B spilled"
 
 
 def main(argv=None) -> None:
