@@ -216,6 +216,36 @@ def bench_kernels(args) -> None:
     print(f"{'ratio (kernels / torch)':32s} {ours[0] / base[0]:11.2f}x {ours[1] / base[1]:11.2f}x "
           f"{ours[2] / base[2]:15.2f}x")
 
+    # lm_head + cross-entropy, forward and backward: model.py's unfused loss (bfloat16 logits, then
+    # float32 for the softmax) against the chunked one; time and the memory it needs beyond its inputs
+    V = args.vocab
+    w_head = (0.02 * torch.randn(V, N, device=device, dtype=dtype)).requires_grad_()
+    b_head = torch.zeros(V, device=device, dtype=dtype, requires_grad=True)
+    targets = torch.randint(0, V, (M,), device=device)
+    contenders = {
+        "F.linear + F.cross_entropy": lambda: F.cross_entropy(F.linear(x, w_head, b_head).float(), targets),
+        "kernels.linear_cross_entropy": lambda: kernels.linear_cross_entropy(x, w_head, b_head, targets),
+    }
+    losses, rows = {}, {}
+    for name, f in contenders.items():
+        step = lambda: torch.autograd.grad(f(), (x, w_head, b_head))
+        seconds = median_seconds(step, device, repeats=args.repeats, inner=2)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            step()
+            peak = (torch.cuda.max_memory_allocated() - before) / 2 ** 30
+        else:
+            peak = float("nan")
+        losses[name] = f().item()
+        rows[name] = (seconds, peak)
+    print(f"\nlm_head + cross-entropy, fwd+bwd, ({M}, {N}) x vocab {V} {args.dtype}, median of {args.repeats} "
+          f"(losses {' and '.join(f'{v:.4f}' for v in losses.values())})")
+    print(f"{'':32s} {'ms':>12s} {'peak GiB':>12s}")
+    for name, (seconds, peak) in rows.items():
+        print(f"{name:32s} {1e3 * seconds:12.2f} {peak:12.2f}")
+
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -234,7 +264,8 @@ def main(argv=None) -> None:
     s.add_argument("--head_dim", type=int, default=64)
     s.add_argument("--no_causal", action="store_true", help="attention without the causal mask")
     s.add_argument("--rows", type=int, default=8 * 2048, help="layer_norm rows (batch x tokens)")
-    s.add_argument("--hidden", type=int, default=2048, help="layer_norm hidden size")
+    s.add_argument("--hidden", type=int, default=2048, help="layer_norm hidden size (and lm_head's input)")
+    s.add_argument("--vocab", type=int, default=51200, help="vocabulary of the cross-entropy")
     s.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     s.add_argument("--repeats", type=int, default=10)
     args = p.parse_args(argv)

@@ -1,13 +1,16 @@
 """
-Triton kernels for phi: FlashAttention-2 (forward and backward) and a fused LayerNorm (forward and
-backward). model.py calls them on CUDA (PhiConfig.kernels); everything else here is the kernels.
+Triton kernels for phi, each with its backward; model.py uses them on CUDA (see PhiConfig.kernels).
 
-    attention(q, k, v, causal=True, sm_scale=None)   softmax(q k^T * sm_scale + mask) v, (B, H, T, D)
-    layer_norm(x, weight, bias, eps)                 (x - mean) / sqrt(var + eps) * weight + bias
+    attention(q, k, v, causal=True, sm_scale=None)  softmax(q k^T * sm_scale + mask) v: FlashAttention-2
+    layer_norm(x, weight, bias, eps)                (x - mean) / sqrt(var + eps) * weight + bias
+    rope(x, cos, sin)                               partial rotary embedding, rotate-half
+    gelu_tanh(x)                                    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    linear_cross_entropy(x, weight, bias, targets)  cross_entropy(x weight^T + bias), chunked
 
-Both are differentiable (torch.autograd.Function) and accumulate in float32 whatever the input dtype
+All are differentiable (torch.autograd.Function) and compute in float32 whatever the input dtype
 (float16, bfloat16, float32). On a machine without a GPU the same kernels run on CPU tensors through
-Triton's interpreter: set TRITON_INTERPRET=1 before importing this module (the tests do).
+Triton's interpreter: set TRITON_INTERPRET=1 before triton is first imported (tests/conftest.py
+does). tests/compile_kernels.py compiles them for a GPU without one.
 
 References for the algorithms (read to learn, not copied): Dao, "FlashAttention-2" (2023), the
 Triton tutorials "Fused Attention" and "Layer Normalization".
