@@ -7,6 +7,7 @@ interpreter's bfloat16 is broken). With CUDA the very same tests run on the GPU,
 plus the tests marked gpu.
 """
 
+import dataclasses
 import math
 import os
 import subprocess
@@ -450,7 +451,7 @@ def reinit(model: Phi, seed: int) -> None:
 
 def loss_and_grads(config: PhiConfig, state: dict, kernels_: str, dtype, idx, targets):
     """With kernels="triton" the loss is the fused, chunked one (return_logits=False)."""
-    cfg = PhiConfig(**{**config.__dict__, "kernels": kernels_})
+    cfg = dataclasses.replace(config, kernels=kernels_)
     model = Phi.from_state_dict(cfg, {k: v.clone() for k, v in state.items()}, dtype=dtype, device=DEVICE)
     logits, loss = model(idx, targets, return_logits=kernels_ != "triton")
     assert (logits is None) == (kernels_ == "triton")
@@ -495,13 +496,13 @@ def test_model_triton_kernels_match_torch_kernels_float32():
 
 
 def test_model_generate_with_triton_kernels_matches_torch():
-    # the prefill and decode steps use the KV cache (SDPA); a forward without the cache uses the
-    # Triton kernels: greedy tokens and the no-cache logits agree
+    # a forward without the cache runs every Triton kernel; prefill and decode steps attend through
+    # SDPA over the KV cache but run LayerNorm, rope and GELU in Triton: logits and greedy tokens agree
     config = PhiConfig.from_name("phi-test")
     torch.manual_seed(0)
     ref = Phi(config).to(DEVICE).eval()
     reinit(ref, seed=3)
-    ours = Phi.from_state_dict(PhiConfig(**{**config.__dict__, "kernels": "triton"}),
+    ours = Phi.from_state_dict(dataclasses.replace(config, kernels="triton"),
                                {k: v.clone() for k, v in ref.state_dict().items()}, device=DEVICE).eval()
     idx = torch.randint(0, config.vocab_size, (2, 11), generator=torch.Generator().manual_seed(0)).to(DEVICE)
     with torch.no_grad():
@@ -516,7 +517,7 @@ def test_kernels_field_is_validated_and_stays_out_of_config_json():
         PhiConfig(kernels="cuda")
     cfg = PhiConfig.from_name("phi-test")
     assert cfg.kernels == "auto"
-    hf = PhiConfig(**{**cfg.__dict__, "kernels": "torch"}).to_hf()
+    hf = dataclasses.replace(cfg, kernels="torch").to_hf()
     assert "kernels" not in hf and all("kernel" not in k for k in hf)
     assert PhiConfig.from_hf(hf).kernels == "auto"
 
@@ -526,12 +527,12 @@ def test_auto_uses_torch_on_the_cpu_and_model_imports_without_triton():
     # kernels="auto" run on the CPU; kernels="triton" says what is missing
     code = (
         "import sys; sys.modules['triton'] = None\n"
-        "import torch, model\n"
+        "import dataclasses, torch, model\n"
         "m = model.Phi(model.PhiConfig.from_name('phi-test'))\n"
         "idx = torch.zeros(1, 5, dtype=torch.long)\n"
         "m(idx, idx)[1].backward()\n"
         "assert not model.use_triton('auto', idx)\n"
-        "m = model.Phi(model.PhiConfig(**{**m.config.__dict__, 'kernels': 'triton'}))\n"
+        "m = model.Phi(dataclasses.replace(m.config, kernels='triton'))\n"
         "try:\n"
         "    m(idx)\n"
         "except RuntimeError as e:\n"
