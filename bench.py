@@ -4,6 +4,7 @@ Benchmarks that time nanophi and a peer side by side, in one run, and print rati
     python bench.py sample                  # greedy decoding: nanophi vs transformers' generate
     python bench.py sample --shape phi-1.5  # the same at the 1.3B shape
     python bench.py data                    # data/prepare_textbooks.py vs raw tiktoken, same corpus
+    python bench.py kernels                 # kernels.py's Triton attention and LayerNorm vs PyTorch (GPU)
 
 Numbers depend on the machine: each table names it. MFU is against this machine's measured matmul
 peak (a large square matmul in the same dtype), not a datasheet number.
@@ -179,6 +180,129 @@ def bench_data(args) -> None:
     print("raw tiktoken counts GPT-2 tokens of every document; prepare_textbooks.py counts the phi tokens it wrote "
           "(fewer: phi has whitespace tokens, and filtered or duplicate documents are dropped)")
     print(f"offline generator (not timed above): {chars / 4 / gen_seconds:,.0f} tokens/s, one process")
+def median_seconds(fn, device: torch.device, repeats: int = 10, inner: int = 10) -> float:
+    """Seconds per call of fn: the median, over repeats, of a window of inner back-to-back calls
+    (so that one synchronisation is spread over many calls). fn runs 3 times first: autotuning."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        sync(device)
+        times.append((time.perf_counter() - t0) / inner)
+    return statistics.median(times)
+
+
+def copy_bandwidth(device: torch.device, nbytes: int = 1 << 30) -> float:
+    """Measured bytes/s of a device-to-device copy (read + write): the roof for memory-bound kernels."""
+    src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device=device)
+    dst = torch.empty_like(src)
+    return 2 * nbytes / median_seconds(lambda: dst.copy_(src), device, inner=3)
+
+
+def bench_kernels(args) -> None:
+    import torch.nn.functional as F
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+        sys.exit("bench.py kernels: no CUDA GPU found; these timings need one (the kernels' tests run on "
+                 "the CPU: python -m pytest tests/test_kernels.py)")
+    import kernels
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        print("TRITON_INTERPRET=1 on the CPU: a dry run of this script, the numbers mean nothing")
+    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[args.dtype]
+    torch.manual_seed(0)
+    peak = matmul_peak(device, dtype, n=8192 if device.type == "cuda" else 512)
+    bandwidth = copy_bandwidth(device, nbytes=1 << 30 if device.type == "cuda" else 1 << 24)
+    print(f"machine: {machine()}; torch {torch.__version__}; measured {args.dtype} matmul peak "
+          f"{peak / 1e12:.1f} TFLOP/s; measured copy bandwidth {bandwidth / 1e9:.0f} GB/s")
+
+    # attention: FLOPs of the two matmuls, q k^T and p v (2 * 2 * T * T * D per head), halved when
+    # causal; the backward does 2.5x the forward's matmul work (five matmuls instead of two)
+    B, H, T, D, causal = args.batch, args.heads, args.seq_len, args.head_dim, not args.no_causal
+    q, k, v, do = (torch.randn(B, H, T, D, device=device, dtype=dtype, requires_grad=True) for _ in range(4))
+    fwd_flops = 4 * B * H * T * T * D * (0.5 if causal else 1.0)
+    contenders = {
+        "F.scaled_dot_product_attention": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
+        "kernels.attention": lambda q, k, v: kernels.attention(q, k, v, causal=causal),
+    }
+    outputs, rows = {}, {}
+    for name, f in contenders.items():
+        with torch.no_grad():
+            t_fwd = median_seconds(lambda: f(q, k, v), device, repeats=args.repeats)
+        t_all = median_seconds(lambda: torch.autograd.grad(f(q, k, v), (q, k, v), do), device, repeats=args.repeats)
+        outputs[name] = f(q, k, v).detach()
+        rows[name] = (fwd_flops / t_fwd, 2.5 * fwd_flops / (t_all - t_fwd), 3.5 * fwd_flops / t_all)
+    diff = (outputs["kernels.attention"].float() - outputs["F.scaled_dot_product_attention"].float()).abs().max()
+    print(f"\nattention, B={B} H={H} T={T} D={D} {'causal' if causal else 'not causal'} {args.dtype}, "
+          f"median of {args.repeats} (max |difference| of the outputs: {diff:.1e})")
+    print(f"{'':32s} {'fwd TFLOP/s':>12s} {'bwd TFLOP/s':>12s} {'fwd+bwd TFLOP/s':>16s} {'fwd+bwd MFU':>12s}")
+    for name, (fwd, bwd, both) in rows.items():
+        print(f"{name:32s} {fwd / 1e12:12.1f} {bwd / 1e12:12.1f} {both / 1e12:16.1f} {100 * both / peak:11.1f}%")
+    base, ours = rows["F.scaled_dot_product_attention"], rows["kernels.attention"]
+    print(f"{'ratio (kernels / SDPA)':32s} {ours[0] / base[0]:11.2f}x {ours[1] / base[1]:11.2f}x "
+          f"{ours[2] / base[2]:15.2f}x")
+
+    # layer_norm: the bytes that must move, x read and y written forward; x and dy read and dx
+    # written backward (weights, bias, mean and rstd are a rounding error at these sizes)
+    M, N = args.rows, args.hidden
+    x = torch.randn(M, N, device=device, dtype=dtype, requires_grad=True)
+    w = (1 + 0.1 * torch.randn(N, device=device, dtype=dtype)).requires_grad_()
+    b = (0.1 * torch.randn(N, device=device, dtype=dtype)).requires_grad_()
+    dy = torch.randn_like(x)
+    size = M * N * x.element_size()
+    contenders = {
+        "F.layer_norm": lambda x, w, b: F.layer_norm(x, (N,), w, b, 1e-5),
+        "kernels.layer_norm": lambda x, w, b: kernels.layer_norm(x, w, b, 1e-5),
+    }
+    outputs, rows = {}, {}
+    for name, f in contenders.items():
+        with torch.no_grad():
+            t_fwd = median_seconds(lambda: f(x, w, b), device, repeats=args.repeats)
+        t_all = median_seconds(lambda: torch.autograd.grad(f(x, w, b), (x, w, b), dy), device, repeats=args.repeats)
+        outputs[name] = f(x, w, b).detach()
+        rows[name] = (2 * size / t_fwd, 3 * size / (t_all - t_fwd), 5 * size / t_all)
+    diff = (outputs["kernels.layer_norm"].float() - outputs["F.layer_norm"].float()).abs().max()
+    print(f"\nlayer_norm, ({M}, {N}) {args.dtype}, median of {args.repeats} (max |difference| of the "
+          f"outputs: {diff:.1e})")
+    print(f"{'':32s} {'fwd GB/s':>12s} {'bwd GB/s':>12s} {'fwd+bwd GB/s':>16s} {'of copy':>12s}")
+    for name, (fwd, bwd, both) in rows.items():
+        print(f"{name:32s} {fwd / 1e9:12.0f} {bwd / 1e9:12.0f} {both / 1e9:16.0f} {100 * both / bandwidth:11.1f}%")
+    base, ours = rows["F.layer_norm"], rows["kernels.layer_norm"]
+    print(f"{'ratio (kernels / torch)':32s} {ours[0] / base[0]:11.2f}x {ours[1] / base[1]:11.2f}x "
+          f"{ours[2] / base[2]:15.2f}x")
+
+    # lm_head + cross-entropy, forward and backward: model.py's unfused loss (bfloat16 logits, then
+    # float32 for the softmax) against the chunked one; time and the memory it needs beyond its inputs
+    V = args.vocab
+    w_head = (0.02 * torch.randn(V, N, device=device, dtype=dtype)).requires_grad_()
+    b_head = torch.zeros(V, device=device, dtype=dtype, requires_grad=True)
+    targets = torch.randint(0, V, (M,), device=device)
+    contenders = {
+        "F.linear + F.cross_entropy": lambda: F.cross_entropy(F.linear(x, w_head, b_head).float(), targets),
+        "kernels.linear_cross_entropy": lambda: kernels.linear_cross_entropy(x, w_head, b_head, targets),
+    }
+    losses, rows = {}, {}
+    for name, f in contenders.items():
+        step = lambda: torch.autograd.grad(f(), (x, w_head, b_head))
+        seconds = median_seconds(step, device, repeats=args.repeats, inner=2)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            before = torch.cuda.memory_allocated()
+            step()
+            peak = (torch.cuda.max_memory_allocated() - before) / 2 ** 30
+        else:
+            peak = float("nan")
+        losses[name] = f().item()
+        rows[name] = (seconds, peak)
+    print(f"\nlm_head + cross-entropy, fwd+bwd, ({M}, {N}) x vocab {V} {args.dtype}, median of {args.repeats} "
+          f"(losses {' and '.join(f'{v:.4f}' for v in losses.values())})")
+    print(f"{'':32s} {'ms':>12s} {'peak GiB':>12s}")
+    for name, (seconds, peak) in rows.items():
+        print(f"{name:32s} {1e3 * seconds:12.2f} {peak:12.2f}")
 
 
 def main(argv=None) -> None:
@@ -195,8 +319,19 @@ def main(argv=None) -> None:
     d.add_argument("--synthetic_tokens", type=int, default=3_000_000, help="size of the textbook part of the corpus")
     d.add_argument("--num_proc", type=int, default=os.cpu_count() or 1)
     d.add_argument("--repeats", type=int, default=3)
+    k = sub.add_parser("kernels", help="kernels.py's Triton attention and LayerNorm against PyTorch (CUDA)")
+    k.add_argument("--batch", type=int, default=8)
+    k.add_argument("--heads", type=int, default=32)
+    k.add_argument("--seq_len", type=int, default=2048)
+    k.add_argument("--head_dim", type=int, default=64)
+    k.add_argument("--no_causal", action="store_true", help="attention without the causal mask")
+    k.add_argument("--rows", type=int, default=8 * 2048, help="layer_norm rows (batch x tokens)")
+    k.add_argument("--hidden", type=int, default=2048, help="layer_norm hidden size (and lm_head's input)")
+    k.add_argument("--vocab", type=int, default=51200, help="vocabulary of the cross-entropy")
+    k.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    k.add_argument("--repeats", type=int, default=10)
     args = p.parse_args(argv)
-    {"sample": bench_sample, "data": bench_data}[args.what](args)
+    {"sample": bench_sample, "data": bench_data, "kernels": bench_kernels}[args.what](args)
 
 
 if __name__ == "__main__":

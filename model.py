@@ -17,6 +17,7 @@ loading the Hugging Face weights is a 1:1 name map. Decoding uses a preallocated
 References: transformers/models/phi/modeling_phi.py, Microsoft's modeling_mixformer_sequential.py.
 """
 
+import functools
 import json
 import os
 import re
@@ -47,6 +48,10 @@ class PhiConfig:
     resid_pdrop: float = 0.0
     attn_pdrop: float = 0.0
     initializer_range: float = 0.02
+    # attention and LayerNorm: "triton" = kernels.py's Triton kernels (on the CPU only under
+    # TRITON_INTERPRET=1), "torch" = PyTorch's SDPA and F.layer_norm, "auto" = triton on CUDA
+    # tensors when triton imports, torch otherwise. Not part of the Hugging Face config.json.
+    kernels: str = "auto"
 
     def __post_init__(self):
         for f in ("vocab_size", "n_layer", "n_head", "n_embd", "n_inner", "block_size"):
@@ -57,6 +62,8 @@ class PhiConfig:
         if not (0 <= self.rotary_dim <= self.head_dim and self.rotary_dim % 2 == 0):
             raise ValueError(f"PhiConfig: rotary_dim {self.rotary_dim} must be even and at most "
                              f"head_dim {self.head_dim}")
+        if self.kernels not in ("auto", "triton", "torch"):
+            raise ValueError(f"PhiConfig: kernels must be 'auto', 'triton' or 'torch', got {self.kernels!r}")
 
     @property
     def head_dim(self) -> int:
@@ -150,10 +157,39 @@ PRESETS = {
 # The building blocks. LayerNorm and attend() are the seams where Triton kernels (kernels.py)
 # replace PyTorch on CUDA.
 
+def use_triton(kernels: str, x: torch.Tensor) -> bool:
+    """Whether PhiConfig.kernels picks kernels.py's Triton kernels for tensors like x. kernels.py
+    (and triton) is imported only when it does, so model.py runs where triton is not installed."""
+    if kernels == "torch":
+        return False
+    if kernels == "triton":
+        if not _triton_imports():
+            raise RuntimeError("PhiConfig.kernels='triton' but kernels.py does not import (is triton "
+                               "installed?); pip install triton, or use kernels='torch'")
+        return True
+    return x.is_cuda and _triton_imports()
+
+
+@functools.cache
+def _triton_imports() -> bool:
+    try:
+        import kernels as _  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
 class LayerNorm(nn.LayerNorm):
     """nn.LayerNorm with the official parameter names (weight, bias); the seam for a fused kernel."""
 
+    def __init__(self, n_embd: int, eps: float, kernels: str = "torch"):
+        super().__init__(n_embd, eps=eps)
+        self.kernels = kernels
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if use_triton(self.kernels, x):
+            from kernels import layer_norm
+            return layer_norm(x, self.weight, self.bias, self.eps)
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
 
 
@@ -173,10 +209,15 @@ class Linear(nn.Linear):
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor],
-           dropout_p: float) -> torch.Tensor:
+           dropout_p: float, kernels: str = "torch") -> torch.Tensor:
     """softmax(q k^T / sqrt(head_dim) + causal mask) v, for (B, H, T, D) tensors. With mask=None the
     mask is the plain causal one (training, or a forward without the cache); with the KV cache the
-    boolean mask (T, S) says which cache slots each query may see."""
+    boolean mask (T, S) says which cache slots each query may see.
+    The Triton kernel (kernels.attention) takes the plain causal case without dropout. Decoding with
+    the static KV cache stays on SDPA: the cache's valid length is a tensor (input_pos), not a shape."""
+    if mask is None and dropout_p == 0.0 and use_triton(kernels, q):
+        from kernels import attention
+        return attention(q, k, v, causal=True)
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
@@ -228,6 +269,7 @@ class PhiAttention(nn.Module):
     def __init__(self, config: PhiConfig):
         super().__init__()
         self.n_head, self.head_dim, self.attn_pdrop = config.n_head, config.head_dim, config.attn_pdrop
+        self.kernels = config.kernels
         self.q_proj = Linear(config.n_embd, config.n_embd)
         self.k_proj = Linear(config.n_embd, config.n_embd)
         self.v_proj = Linear(config.n_embd, config.n_embd)
@@ -240,10 +282,14 @@ class PhiAttention(nn.Module):
         q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if use_triton(self.kernels, q):
+            from kernels import rope
+            q, k = rope(q, cos, sin), rope(k, cos, sin)
+        else:
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if input_pos is not None:  # decoding: store this step's keys (rotated) and values, read all
             k, v = self.kv_cache.update(input_pos, k, v)
-        y = attend(q, k, v, mask, self.attn_pdrop if self.training else 0.0)
+        y = attend(q, k, v, mask, self.attn_pdrop if self.training else 0.0, self.kernels)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.dense(y)
 
@@ -253,16 +299,21 @@ class PhiMLP(nn.Module):
         super().__init__()
         self.fc1 = Linear(config.n_embd, config.n_inner)
         self.fc2 = Linear(config.n_inner, config.n_embd)
+        self.kernels = config.kernels
 
     def forward(self, x):
         # gelu_new = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the tanh approximation
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        h = self.fc1(x)
+        if use_triton(self.kernels, h):
+            from kernels import gelu_tanh
+            return self.fc2(gelu_tanh(h))
+        return self.fc2(F.gelu(h, approximate="tanh"))
 
 
 class PhiBlock(nn.Module):
     def __init__(self, config: PhiConfig):
         super().__init__()
-        self.input_layernorm = LayerNorm(config.n_embd, eps=config.layer_norm_eps)
+        self.input_layernorm = LayerNorm(config.n_embd, eps=config.layer_norm_eps, kernels=config.kernels)
         self.self_attn = PhiAttention(config)
         self.mlp = PhiMLP(config)
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
@@ -283,7 +334,7 @@ class Phi(nn.Module):
             embed_tokens=nn.Embedding(config.vocab_size, config.n_embd),
             embed_dropout=nn.Dropout(config.embd_pdrop),
             layers=nn.ModuleList(PhiBlock(config) for _ in range(config.n_layer)),
-            final_layernorm=LayerNorm(config.n_embd, eps=config.layer_norm_eps),
+            final_layernorm=LayerNorm(config.n_embd, eps=config.layer_norm_eps, kernels=config.kernels),
         ))
         self.lm_head = Linear(config.n_embd, config.vocab_size)  # with bias, not tied
         cos, sin = rope_cache(config)
@@ -302,13 +353,15 @@ class Phi(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None,
-                input_pos: Optional[torch.Tensor] = None, only_last: bool = False):
+                input_pos: Optional[torch.Tensor] = None, only_last: bool = False, return_logits: bool = True):
         """idx (B, T) token ids -> (logits, loss).
 
         targets (B, T): the next token of each position; loss is their mean cross-entropy, with
         target -1 ignored (nanoGPT's convention). input_pos (T,): positions of idx in the KV cache
         (set up with setup_cache); None means a plain causal forward from position 0.
         only_last: compute logits for the last position only (decoding; saves a (B, T, vocab) matmul).
+        return_logits=False (with targets): return (None, loss); with the Triton kernels the loss is
+        then fused with lm_head and chunked, so the (B, T, vocab) logits never exist at once (training).
         """
         B, T = idx.shape
         if input_pos is None:
@@ -328,11 +381,14 @@ class Phi(nn.Module):
         for block in self.model.layers:
             x = block(x, cos, sin, input_pos, mask)
         x = self.model.final_layernorm(x)
+        if targets is not None and not return_logits and use_triton(self.config.kernels, x):
+            from kernels import linear_cross_entropy
+            return None, linear_cross_entropy(x, self.lm_head.weight, self.lm_head.bias, targets, ignore_index=-1)
         if targets is not None:
             logits = self.lm_head(x)
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
                                    ignore_index=-1)
-            return logits, loss
+            return (logits if return_logits else None), loss
         if only_last:
             x = x[:, [-1], :]
         return self.lm_head(x), None

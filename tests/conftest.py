@@ -11,6 +11,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never touch the network
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# Without a GPU, kernels.py's Triton kernels run on CPU tensors through Triton's interpreter, which
+# must be chosen before triton is first imported (triton reads it when its own functions are
+# defined). Nothing else uses triton on the CPU, so other tests behave the same with it set.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # Two reference shapes, written with transformers' own field names: phi-1.5-like heads (head_dim 64,
 # rotary 32 of 64) and phi-2-like heads (head_dim 80, partial_rotary_factor 0.4 -> 32 dims).

@@ -1,0 +1,834 @@
+"""
+Triton kernels for phi, each with its backward; model.py uses them on CUDA (see PhiConfig.kernels).
+
+    attention(q, k, v, causal=True, sm_scale=None)  softmax(q k^T * sm_scale + mask) v: FlashAttention-2
+    layer_norm(x, weight, bias, eps)                (x - mean) / sqrt(var + eps) * weight + bias
+    rope(x, cos, sin)                               partial rotary embedding, rotate-half
+    gelu_tanh(x)                                    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    linear_cross_entropy(x, weight, bias, targets)  cross_entropy(x weight^T + bias), chunked
+
+All are differentiable (torch.autograd.Function) and compute in float32 whatever the input dtype
+(float16, bfloat16, float32). On a machine without a GPU the same kernels run on CPU tensors through
+Triton's interpreter: set TRITON_INTERPRET=1 before triton is first imported (tests/conftest.py
+does). tests/compile_kernels.py compiles them for a GPU without one.
+
+References for the algorithms (read to learn, not copied): Dao, "FlashAttention-2" (2023), the
+Triton tutorials "Fused Attention" and "Layer Normalization".
+"""
+
+import math
+import os
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+# True when this module's kernels were built for Triton's CPU interpreter (TRITON_INTERPRET=1 at import)
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _check_device(*tensors: torch.Tensor) -> None:
+    devices = {t.device for t in tensors}
+    if len(devices) != 1:
+        raise ValueError(f"kernels.py: tensors are on different devices {sorted(map(str, devices))}")
+    device = tensors[0].device
+    if device.type != "cuda" and not (INTERPRET and device.type == "cpu"):
+        raise ValueError(f"kernels.py: Triton kernels need CUDA tensors, got {device}; on the CPU set "
+                         f"TRITON_INTERPRET=1 before importing kernels (slow, for tests), or use "
+                         f"kernels='torch'")
+
+
+def _dot_precision(dtype: torch.dtype) -> str:
+    # float32 inputs: exact float32 products ("ieee"), not tf32, so float32 results hold to 1e-4 on a
+    # GPU too. float16/bfloat16 ignore this and use the tensor cores.
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+# =============================================================================
+# Attention
+#
+# FlashAttention-2. S = Q K^T * scale is never stored: each program owns BLOCK_M query rows and walks
+# over the keys BLOCK_N at a time, keeping a running row maximum m, a running row sum l of exp(S - m)
+# and an unnormalised output acc; when a new block raises the maximum, l and acc are rescaled by
+# exp(m_old - m_new) (the "online softmax"). Memory is O(T) instead of the O(T^2) of S and P.
+# The forward also stores L = m + log(l) per row, the logsumexp, so the backward can recompute
+# P = exp(S - L) block by block instead of saving it.
+#
+# Causal masking is aligned to the end: with Tq queries and Tk >= Tq keys, query i sees keys
+# j <= i + (Tk - Tq) (for Tq == Tk the usual lower triangle; for Tq < Tk the last queries of a
+# longer sequence whose first keys are already cached).
+#
+# Exponentials are taken in base 2 (exp2 is one instruction): S is scaled by scale * log2(e), and L
+# is stored in those base-2 units.
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _load_tile(ptrs, rows, n_rows, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
+    """A (rows, BLOCK_D) tile; rows past n_rows and the padding dims past HEAD_DIM read as 0 (a
+    head_dim of 80 is computed as 128 with zero padding, which changes no dot product)."""
+    mask = rows[:, None] < n_rows
+    if HEAD_DIM != BLOCK_D:
+        mask = mask & (offs_d[None, :] < HEAD_DIM)
+    return tl.load(ptrs, mask=mask, other=0.0)
+
+
+@triton.jit
+def _store_tile(ptrs, value, rows, n_rows, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
+    mask = rows[:, None] < n_rows
+    if HEAD_DIM != BLOCK_D:
+        mask = mask & (offs_d[None, :] < HEAD_DIM)
+    tl.store(ptrs, value.to(ptrs.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _attn_fwd_blocks(acc, m_i, l_i, q, K_bh, V_bh, stride_kt, stride_vt, offs_m, offs_n, offs_d,
+                     start, end, Tk, offset, qk_scale,
+                     CAUSAL: tl.constexpr, MASKED: tl.constexpr, HEAD_DIM: tl.constexpr,
+                     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr):
+    """The online softmax over key blocks [start, end). MASKED: the blocks on the causal diagonal or
+    past the last key, where some scores must be -inf; the blocks before them need no mask."""
+    for start_n in range(start, end, BLOCK_N):
+        cols = start_n + offs_n
+        k = _load_tile(K_bh + cols[:, None] * stride_kt + offs_d[None, :], cols, Tk, offs_d, HEAD_DIM, BLOCK_D)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale  # (BLOCK_M, BLOCK_N), log2 units
+        if MASKED:
+            visible = cols[None, :] < Tk
+            if CAUSAL:
+                visible = visible & (cols[None, :] <= offs_m[:, None] + offset)
+            s = tl.where(visible, s, float("-inf"))
+        # every row sees key 0 in the first block it visits, so m_new is finite from then on
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp2(m_i - m_new)  # rescales what was accumulated under the old maximum
+        p = tl.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = _load_tile(V_bh + cols[:, None] * stride_vt + offs_d[None, :], cols, Tk, offs_d, HEAD_DIM, BLOCK_D)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.jit
+def _attn_fwd(Q, K, V, O, LSE,
+              stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+              stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot,
+              H, Tq, Tk, qk_scale,
+              HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, DOT_PREC: tl.constexpr,
+              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """O = softmax(Q K^T * scale + mask) V for BLOCK_M query rows of one (batch, head), and their
+    logsumexp L. Grid: (cdiv(Tq, BLOCK_M), B * H)."""
+    start_m = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1)
+    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+    offset = Tk - Tq
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    q = _load_tile(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :],
+                   offs_m, Tq, offs_d, HEAD_DIM, BLOCK_D)
+    # this (batch, head)'s keys and values; tile addresses are formed inside the loops, since a
+    # (BLOCK_N, BLOCK_D) tensor of 64-bit pointers kept alive across them costs registers and spills
+    K_bh = K + b * stride_kb + h * stride_kh
+    V_bh = V + b * stride_vb + h * stride_vh
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    if CAUSAL:
+        # key blocks [0, full) are seen whole by every row of this block; [full, end) need the mask
+        full = tl.minimum((start_m + offset + 1) // BLOCK_N, Tk // BLOCK_N) * BLOCK_N
+        end = tl.minimum(start_m + BLOCK_M + offset, Tk)
+    else:
+        full = Tk // BLOCK_N * BLOCK_N
+        end = Tk
+    acc, m_i, l_i = _attn_fwd_blocks(acc, m_i, l_i, q, K_bh, V_bh, stride_kt, stride_vt, offs_m,
+                                     offs_n, offs_d, 0, full, Tk, offset, qk_scale, CAUSAL, False,
+                                     HEAD_DIM, BLOCK_D, BLOCK_N, DOT_PREC)
+    acc, m_i, l_i = _attn_fwd_blocks(acc, m_i, l_i, q, K_bh, V_bh, stride_kt, stride_vt, offs_m,
+                                     offs_n, offs_d, full, end, Tk, offset, qk_scale, CAUSAL, True,
+                                     HEAD_DIM, BLOCK_D, BLOCK_N, DOT_PREC)
+
+    acc = acc / l_i[:, None]
+    _store_tile(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
+                acc, offs_m, Tq, offs_d, HEAD_DIM, BLOCK_D)
+    tl.store(LSE + bh.to(tl.int64) * Tq + offs_m, m_i + tl.log2(l_i), mask=offs_m < Tq)
+
+
+# The backward. With P = exp(S - L) recomputed per block and dO the incoming gradient:
+#   dV = P^T dO,   dP = dO V^T,   dS = P * (dP - delta),   dQ = dS K * scale,   dK = dS^T Q * scale
+# where delta_i = sum_j P_ij dP_ij = rowsum(dO * O)_i (a preprocess computes it once per row).
+# dK and dV of a key block need every query block: one program per key block loops over queries.
+# dQ of a query block needs every key block: one program per query block loops over keys. Each
+# program owns what it writes, so there are no atomics and the result is deterministic.
+
+@triton.jit
+def _attn_bwd_delta(O, DO, DELTA, stride_ob, stride_oh, stride_ot, stride_dob, stride_doh, stride_dot,
+                    H, Tq, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr):
+    """delta = rowsum(dO * O) in float32, for BLOCK_M rows. Grid: (cdiv(Tq, BLOCK_M), B * H)."""
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    bh = tl.program_id(1)
+    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+    offs_d = tl.arange(0, BLOCK_D)
+    o = _load_tile(O + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
+                   offs_m, Tq, offs_d, HEAD_DIM, BLOCK_D)
+    do = _load_tile(DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :],
+                    offs_m, Tq, offs_d, HEAD_DIM, BLOCK_D)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(DELTA + bh.to(tl.int64) * Tq + offs_m, delta, mask=offs_m < Tq)
+
+
+@triton.jit
+def _attn_bwd_dkdv_blocks(dk, dv, k, v, Q_bh, DO_bh, LSE_bh, DELTA_bh, stride_qt, stride_dot,
+                          offs_m, cols, offs_d, start, end, Tq, offset, qk_scale,
+                          MASKED: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+                          BLOCK_M: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Accumulate dK and dV of one key block over query blocks [start, end). MASKED: blocks on the
+    causal diagonal. Query rows past Tq read as zero (q = dO = 0, L = delta = 0) and so add exactly
+    0; key columns past Tk only produce dK, dV columns that are never stored."""
+    for start_m in range(start, end, BLOCK_M):
+        rows = start_m + offs_m
+        q = _load_tile(Q_bh + rows[:, None] * stride_qt + offs_d[None, :], rows, Tq, offs_d, HEAD_DIM, BLOCK_D)
+        do = _load_tile(DO_bh + rows[:, None] * stride_dot + offs_d[None, :], rows, Tq, offs_d, HEAD_DIM, BLOCK_D)
+        lse = tl.load(LSE_bh + rows, mask=rows < Tq, other=0.0)
+        delta = tl.load(DELTA_bh + rows, mask=rows < Tq, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale  # (BLOCK_M, BLOCK_N)
+        p = tl.exp2(s - lse[:, None])
+        if MASKED:
+            p = tl.where(cols[None, :] <= rows[:, None] + offset, p, 0.0)
+        dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PREC)
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
+        ds = p * (dp - delta[:, None])
+        dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PREC)
+    return dk, dv
+
+
+@triton.jit
+def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV,
+                   stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+                   stride_vb, stride_vh, stride_vt, stride_dob, stride_doh, stride_dot,
+                   stride_dkb, stride_dkh, stride_dkt, stride_dvb, stride_dvh, stride_dvt,
+                   H, Tq, Tk, sm_scale, qk_scale,
+                   HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, DOT_PREC: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dK and dV for BLOCK_N keys of one (batch, head). Grid: (cdiv(Tk, BLOCK_N), B * H)."""
+    start_n = tl.program_id(0) * BLOCK_N
+    bh = tl.program_id(1)
+    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+    offset = Tk - Tq
+    cols = start_n + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    k = _load_tile(K + b * stride_kb + h * stride_kh + cols[:, None] * stride_kt + offs_d[None, :],
+                   cols, Tk, offs_d, HEAD_DIM, BLOCK_D)
+    v = _load_tile(V + b * stride_vb + h * stride_vh + cols[:, None] * stride_vt + offs_d[None, :],
+                   cols, Tk, offs_d, HEAD_DIM, BLOCK_D)
+    Q_bh = Q + b * stride_qb + h * stride_qh
+    DO_bh = DO + b * stride_dob + h * stride_doh
+    LSE_bh = LSE + bh.to(tl.int64) * Tq
+    DELTA_bh = DELTA + bh.to(tl.int64) * Tq
+
+    dk = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
+    if CAUSAL:
+        # query blocks before `start` see none of these keys; [start, full) see part of them (mask);
+        # [full, Tq) see all of them
+        start = tl.maximum(start_n - offset, 0) // BLOCK_M * BLOCK_M
+        full = tl.minimum(tl.cdiv(tl.maximum(start_n + BLOCK_N - 1 - offset, 0), BLOCK_M) * BLOCK_M, Tq)
+    else:
+        start = 0
+        full = 0
+    dk, dv = _attn_bwd_dkdv_blocks(dk, dv, k, v, Q_bh, DO_bh, LSE_bh, DELTA_bh, stride_qt,
+                                   stride_dot, offs_m, cols, offs_d, start, full, Tq, offset, qk_scale,
+                                   True, HEAD_DIM, BLOCK_D, BLOCK_M, DOT_PREC)
+    dk, dv = _attn_bwd_dkdv_blocks(dk, dv, k, v, Q_bh, DO_bh, LSE_bh, DELTA_bh, stride_qt,
+                                   stride_dot, offs_m, cols, offs_d, full, Tq, Tq, offset, qk_scale,
+                                   False, HEAD_DIM, BLOCK_D, BLOCK_M, DOT_PREC)
+    dk = dk * sm_scale
+    _store_tile(DK + b * stride_dkb + h * stride_dkh + cols[:, None] * stride_dkt + offs_d[None, :],
+                dk, cols, Tk, offs_d, HEAD_DIM, BLOCK_D)
+    _store_tile(DV + b * stride_dvb + h * stride_dvh + cols[:, None] * stride_dvt + offs_d[None, :],
+                dv, cols, Tk, offs_d, HEAD_DIM, BLOCK_D)
+
+
+@triton.jit
+def _attn_bwd_dq_blocks(dq, q, do, lse, delta, K_bh, V_bh, stride_kt, stride_vt, offs_m, offs_n,
+                        offs_d, start, end, Tk, offset, qk_scale,
+                        CAUSAL: tl.constexpr, MASKED: tl.constexpr, HEAD_DIM: tl.constexpr,
+                        BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Accumulate dQ of one query block over key blocks [start, end). MASKED: the causal diagonal
+    and the last, partial key block (its padding keys must not reach the real rows of dQ)."""
+    for start_n in range(start, end, BLOCK_N):
+        cols = start_n + offs_n
+        k = _load_tile(K_bh + cols[:, None] * stride_kt + offs_d[None, :], cols, Tk, offs_d, HEAD_DIM, BLOCK_D)
+        v = _load_tile(V_bh + cols[:, None] * stride_vt + offs_d[None, :], cols, Tk, offs_d, HEAD_DIM, BLOCK_D)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+        p = tl.exp2(s - lse[:, None])
+        if MASKED:
+            visible = cols[None, :] < Tk
+            if CAUSAL:
+                visible = visible & (cols[None, :] <= offs_m[:, None] + offset)
+            p = tl.where(visible, p, 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)
+    return dq
+
+
+@triton.jit
+def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ,
+                 stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+                 stride_vb, stride_vh, stride_vt, stride_dob, stride_doh, stride_dot,
+                 stride_dqb, stride_dqh, stride_dqt,
+                 H, Tq, Tk, sm_scale, qk_scale,
+                 HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr, DOT_PREC: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """dQ for BLOCK_M queries of one (batch, head). Grid: (cdiv(Tq, BLOCK_M), B * H)."""
+    start_m = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1)
+    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+    offset = Tk - Tq
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    q = _load_tile(Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :],
+                   offs_m, Tq, offs_d, HEAD_DIM, BLOCK_D)
+    do = _load_tile(DO + b * stride_dob + h * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :],
+                    offs_m, Tq, offs_d, HEAD_DIM, BLOCK_D)
+    lse = tl.load(LSE + bh.to(tl.int64) * Tq + offs_m, mask=offs_m < Tq, other=0.0)
+    delta = tl.load(DELTA + bh.to(tl.int64) * Tq + offs_m, mask=offs_m < Tq, other=0.0)
+    K_bh = K + b * stride_kb + h * stride_kh
+    V_bh = V + b * stride_vb + h * stride_vh
+
+    dq = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    if CAUSAL:  # the same split of the keys as in the forward
+        full = tl.minimum((start_m + offset + 1) // BLOCK_N, Tk // BLOCK_N) * BLOCK_N
+        end = tl.minimum(start_m + BLOCK_M + offset, Tk)
+    else:
+        full = Tk // BLOCK_N * BLOCK_N
+        end = Tk
+    dq = _attn_bwd_dq_blocks(dq, q, do, lse, delta, K_bh, V_bh, stride_kt, stride_vt, offs_m, offs_n,
+                             offs_d, 0, full, Tk, offset, qk_scale, CAUSAL, False, HEAD_DIM, BLOCK_D,
+                             BLOCK_N, DOT_PREC)
+    dq = _attn_bwd_dq_blocks(dq, q, do, lse, delta, K_bh, V_bh, stride_kt, stride_vt, offs_m, offs_n,
+                             offs_d, full, end, Tk, offset, qk_scale, CAUSAL, True, HEAD_DIM, BLOCK_D,
+                             BLOCK_N, DOT_PREC)
+    dq = dq * sm_scale
+    _store_tile(DQ + b * stride_dqb + h * stride_dqh + offs_m[:, None] * stride_dqt + offs_d[None, :],
+                dq, offs_m, Tq, offs_d, HEAD_DIM, BLOCK_D)
+
+
+# Block sizes. On a GPU the autotuner times a few candidates once per shape (Tq, Tk, head_dim,
+# causal, dtype) and keeps the fastest; the interpreter gets one small configuration, small enough
+# that the tests' odd lengths span several blocks.
+def _configs(candidates):
+    if INTERPRET:
+        return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32})]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in candidates]
+
+
+_AUTOTUNE_KEY = ["Tq", "Tk", "HEAD_DIM", "CAUSAL"]  # the autotuner adds the tensors' dtypes
+# (BLOCK_M, BLOCK_N, warps, stages): candidates that compile for sm_90 without register spills at
+# head dim 64 (and, for most, at 80/128), per tests/compile_kernels.py and cuobjdump
+_attn_fwd = triton.autotune(_configs([(128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 3), (64, 64, 4, 3),
+                                      (64, 128, 8, 3), (128, 32, 8, 3)]), key=_AUTOTUNE_KEY)(_attn_fwd)
+_attn_bwd_dkdv = triton.autotune(_configs([(32, 128, 8, 3), (16, 128, 8, 3), (64, 64, 8, 3), (32, 64, 8, 3),
+                                           (16, 64, 8, 3), (32, 64, 4, 3)]), key=_AUTOTUNE_KEY)(_attn_bwd_dkdv)
+_attn_bwd_dq = triton.autotune(_configs([(128, 32, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3),
+                                         (64, 64, 8, 3), (32, 64, 4, 3)]), key=_AUTOTUNE_KEY)(_attn_bwd_dq)
+
+
+def _head_block(D: int) -> int:
+    return max(16, triton.next_power_of_2(D))  # tl.dot needs at least 16
+
+
+def _strides(t: torch.Tensor) -> tuple[int, int, int]:
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def _attention_forward(q, k, v, causal: bool, sm_scale: float):
+    B, H, Tq, D = q.shape
+    Tk = k.shape[2]
+    # O is laid out as (B, T, H, D) and returned as a (B, H, T, D) view, so the model's
+    # o.transpose(1, 2).reshape(B, T, H * D) is free
+    o = torch.empty(B, Tq, H, D, dtype=q.dtype, device=q.device).transpose(1, 2)
+    lse = torch.empty(B, H, Tq, dtype=torch.float32, device=q.device)
+    grid = lambda meta: (triton.cdiv(Tq, meta["BLOCK_M"]), B * H)
+    _attn_fwd[grid](q, k, v, o, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(o),
+                    H, Tq, Tk, sm_scale * LOG2E,
+                    HEAD_DIM=D, BLOCK_D=_head_block(D), CAUSAL=causal, DOT_PREC=_dot_precision(q.dtype))
+    return o, lse
+
+
+def _attention_backward(do, q, k, v, o, lse, causal: bool, sm_scale: float):
+    B, H, Tq, D = q.shape
+    Tk = k.shape[2]
+    if do.stride(-1) != 1:
+        do = do.contiguous()
+    delta = torch.empty_like(lse)
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    common = dict(HEAD_DIM=D, BLOCK_D=_head_block(D), CAUSAL=causal, DOT_PREC=_dot_precision(q.dtype))
+    _attn_bwd_delta[(triton.cdiv(Tq, 64), B * H)](o, do, delta, *_strides(o), *_strides(do), H, Tq,
+                                                   HEAD_DIM=D, BLOCK_D=_head_block(D), BLOCK_M=64)
+    grid = lambda meta: (triton.cdiv(Tk, meta["BLOCK_N"]), B * H)
+    _attn_bwd_dkdv[grid](q, k, v, do, lse, delta, dk, dv, *_strides(q), *_strides(k), *_strides(v),
+                         *_strides(do), *_strides(dk), *_strides(dv), H, Tq, Tk, sm_scale,
+                         sm_scale * LOG2E, **common)
+    grid = lambda meta: (triton.cdiv(Tq, meta["BLOCK_M"]), B * H)
+    _attn_bwd_dq[grid](q, k, v, do, lse, delta, dq, *_strides(q), *_strides(k), *_strides(v),
+                       *_strides(do), *_strides(dq), H, Tq, Tk, sm_scale, sm_scale * LOG2E, **common)
+    return dq, dk, dv
+
+
+class _Attention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, causal, sm_scale):
+        o, lse = _attention_forward(q, k, v, causal, sm_scale)
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.causal, ctx.sm_scale = causal, sm_scale
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse = ctx.saved_tensors
+        dq, dk, dv = _attention_backward(do, q, k, v, o, lse, ctx.causal, ctx.sm_scale)
+        return dq, dk, dv, None, None
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
+              sm_scale: Optional[float] = None) -> torch.Tensor:
+    """softmax(q k^T * sm_scale + mask) v for q (B, H, Tq, D) and k, v (B, H, Tk, D), differentiable.
+    sm_scale defaults to 1/sqrt(D). causal: query i sees keys j <= i + Tk - Tq (needs Tq <= Tk).
+    D up to 128; float16, bfloat16 or float32, all three alike."""
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(f"attention: q, k, v must be (B, H, T, D), got shapes {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    B, H, Tq, D = q.shape
+    if k.shape != v.shape or k.shape[:2] != (B, H) or k.shape[3] != D:
+        raise ValueError(f"attention: k and v must be (B={B}, H={H}, Tk, D={D}), got {tuple(k.shape)} "
+                         f"and {tuple(v.shape)}")
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"attention: q, k, v must share one dtype of float16, bfloat16, float32; got "
+                         f"{q.dtype}, {k.dtype}, {v.dtype}")
+    if not 1 <= D <= 128:
+        raise ValueError(f"attention: head dim {D} is not supported (1..128)")
+    if Tq == 0 or k.shape[2] == 0:
+        raise ValueError(f"attention: empty sequence (Tq={Tq}, Tk={k.shape[2]})")
+    if causal and Tq > k.shape[2]:
+        raise ValueError(f"attention: causal with more queries ({Tq}) than keys ({k.shape[2]}): the first "
+                         f"queries would see no key")
+    _check_device(q, k, v)
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    sm_scale = 1.0 / math.sqrt(D) if sm_scale is None else float(sm_scale)
+    return _Attention.apply(q, k, v, bool(causal), sm_scale)
+
+
+# =============================================================================
+# LayerNorm
+#
+# Forward, one row of N features per program, in float32 registers:
+#     mean = sum(x) / N,  var = sum((x - mean)^2) / N,  rstd = 1 / sqrt(var + eps)
+#     y = (x - mean) * rstd * w + b
+# The row is read once and y written once (PyTorch's eager path is also one kernel; the gain here is
+# in the backward). mean and rstd (8 bytes a row) are stored for the backward.
+#
+# Backward, with xhat = (x - mean) * rstd and g = w * dy:
+#     dx = rstd * (g - mean(g * xhat) * xhat - mean(g))
+#     dw = sum over rows of dy * xhat,   db = sum over rows of dy
+# dx is per row. dw and db sum over all M rows: G programs each take every G-th row and keep a
+# partial sum in registers, write it to a (G, 2N) buffer (dw partials | db partials), and a second
+# kernel sums the G partials of each column. No atomics: the result does not depend on scheduling.
+
+@triton.jit
+def _layer_norm_fwd(X, Y, W, B, MEAN, RSTD, stride_x, stride_y, N, eps, BLOCK_N: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK_N)
+    mask = cols < N
+    x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+    mean = tl.sum(x, 0) / N
+    xc = tl.where(mask, x - mean, 0.0)
+    var = tl.sum(xc * xc, 0) / N
+    rstd = 1.0 / tl.sqrt(var + eps)
+    w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+    b = tl.load(B + cols, mask=mask, other=0.0).to(tl.float32)
+    y = xc * rstd * w + b
+    tl.store(Y + row * stride_y + cols, y.to(Y.dtype.element_ty), mask=mask)
+    tl.store(MEAN + row, mean)
+    tl.store(RSTD + row, rstd)
+
+
+@triton.jit
+def _layer_norm_bwd(X, DY, DX, W, MEAN, RSTD, PART, stride_x, stride_dy, stride_dx, M, N,
+                    BLOCK_N: tl.constexpr):
+    """dx of rows pid, pid + G, pid + 2G, ... and this program's partial dw, db over those rows."""
+    pid = tl.program_id(0)
+    G = tl.num_programs(0)
+    cols = tl.arange(0, BLOCK_N)
+    mask = cols < N
+    w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+    dw = tl.zeros([BLOCK_N], tl.float32)
+    db = tl.zeros([BLOCK_N], tl.float32)
+    # row pointers in 64 bits (M * N may pass 2^31), advanced by G rows per step
+    x_ptrs = X + pid.to(tl.int64) * stride_x + cols
+    dy_ptrs = DY + pid.to(tl.int64) * stride_dy + cols
+    dx_ptrs = DX + pid.to(tl.int64) * stride_dx + cols
+    for row in range(pid, M, G):
+        x = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(dy_ptrs, mask=mask, other=0.0).to(tl.float32)
+        mean = tl.load(MEAN + row)
+        rstd = tl.load(RSTD + row)
+        xhat = tl.where(mask, (x - mean) * rstd, 0.0)
+        g = w * dy  # 0 past N, as w and dy are
+        dx = (g - (tl.sum(g * xhat, 0) / N) * xhat - tl.sum(g, 0) / N) * rstd
+        tl.store(dx_ptrs, dx.to(DX.dtype.element_ty), mask=mask)
+        dw += dy * xhat
+        db += dy
+        x_ptrs += G * stride_x
+        dy_ptrs += G * stride_dy
+        dx_ptrs += G * stride_dx
+    tl.store(PART + pid * 2 * N + cols, dw, mask=mask)
+    tl.store(PART + pid * 2 * N + N + cols, db, mask=mask)
+
+
+@triton.jit
+def _column_sum(PART, OUT, G, N, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr):
+    """OUT[n] = sum over g of PART[g, n], for BLOCK_N columns, always in the same order."""
+    cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = tl.zeros([BLOCK_N], tl.float32)
+    for start in range(0, G, BLOCK_G):
+        rows = start + tl.arange(0, BLOCK_G)
+        part = tl.load(PART + rows[:, None] * N + cols[None, :], mask=(rows[:, None] < G) & (cols[None, :] < N),
+                       other=0.0)
+        acc += tl.sum(part, 0)
+    tl.store(OUT + cols, acc.to(OUT.dtype.element_ty), mask=cols < N)
+
+
+MAX_LAYER_NORM_N = 16384  # one row lives in registers: 16384 float32 is 64 KiB per program
+
+
+def _layer_norm_warps(block_n: int) -> int:
+    return min(max(block_n // 256, 1), 16)
+
+
+def _layer_norm_programs(M: int, device: torch.device) -> int:
+    """G, the number of partial sums of dw and db: enough programs to fill the GPU, few enough that
+    the (G, 2N) partials are a small fraction of the traffic."""
+    if device.type != "cuda":  # the interpreter: enough that the tests' row counts need both loops
+        return min(M, 64)
+    return min(M, 4 * torch.cuda.get_device_properties(device).multi_processor_count)
+
+
+class _LayerNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        N = x.shape[-1]
+        x2 = x.reshape(-1, N)
+        if x2.stride(-1) != 1:
+            x2 = x2.contiguous()
+        M = x2.shape[0]
+        y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        mean = torch.empty(M, dtype=torch.float32, device=x.device)
+        rstd = torch.empty(M, dtype=torch.float32, device=x.device)
+        block_n = triton.next_power_of_2(N)
+        if M > 0:
+            _layer_norm_fwd[(M,)](x2, y, weight, bias, mean, rstd, x2.stride(0), N, N, eps,
+                                  BLOCK_N=block_n, num_warps=_layer_norm_warps(block_n))
+        ctx.save_for_backward(x2, weight, mean, rstd)
+        ctx.bias_dtype = bias.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x2, weight, mean, rstd = ctx.saved_tensors
+        M, N = x2.shape
+        dy2 = dy.reshape(-1, N)
+        if dy2.stride(-1) != 1:
+            dy2 = dy2.contiguous()
+        dx = torch.empty(dy.shape, dtype=x2.dtype, device=x2.device)
+        G = max(_layer_norm_programs(M, x2.device), 1)
+        # [dw partials | db partials]; every program writes its row (zeros for no rows at all)
+        part = (torch.empty if M > 0 else torch.zeros)(G, 2 * N, dtype=torch.float32, device=x2.device)
+        block_n = triton.next_power_of_2(N)
+        if M > 0:
+            _layer_norm_bwd[(G,)](x2, dy2, dx, weight, mean, rstd, part, x2.stride(0),
+                                  dy2.stride(0), N, M, N, BLOCK_N=block_n, num_warps=_layer_norm_warps(block_n))
+        dwdb = torch.empty(2 * N, dtype=weight.dtype, device=weight.device)
+        _column_sum[(triton.cdiv(2 * N, 64),)](part, dwdb, G, 2 * N, BLOCK_G=32, BLOCK_N=64)
+        dw, db = dwdb[:N], dwdb[N:].to(ctx.bias_dtype)
+        return dx, dw, db, None
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """LayerNorm over the last dim of x (any leading shape), with weight and bias of shape (N,);
+    differentiable. x in float16, bfloat16 or float32 (y has x's dtype); statistics in float32."""
+    N = x.shape[-1] if x.dim() else 0
+    if x.dim() == 0 or weight is None or bias is None or weight.shape != (N,) or bias.shape != (N,):
+        raise ValueError(f"layer_norm: x must be (..., N) with weight and bias of shape (N,); got x "
+                         f"{tuple(x.shape)}, weight {None if weight is None else tuple(weight.shape)}, "
+                         f"bias {None if bias is None else tuple(bias.shape)}")
+    if not 1 <= N <= MAX_LAYER_NORM_N:
+        raise ValueError(f"layer_norm: hidden size {N} is not supported (1..{MAX_LAYER_NORM_N})")
+    for name, t in (("x", x), ("weight", weight), ("bias", bias)):
+        if t.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+            raise ValueError(f"layer_norm: {name} has dtype {t.dtype}; expected float16, bfloat16 or float32")
+    _check_device(x, weight, bias)
+    weight, bias = weight.contiguous(), bias.contiguous()
+    return _LayerNorm.apply(x, weight, bias, float(eps))
+
+
+# =============================================================================
+# Partial rotary position embedding ("rotate half" on the first rotary_dim dims of each head)
+#
+# With x1, x2 the two halves of the rotated slice and c, s the cos and sin tables at the row's
+# position (each also in two halves):
+#     y1 = x1 * c1 - x2 * s1,     y2 = x2 * c2 + x1 * s2,     the other dims pass through.
+# Its gradient is the transposed rotation:
+#     dx1 = dy1 * c1 + dy2 * s2,  dx2 = dy2 * c2 - dy1 * s1.
+# One read and one write of x, where PyTorch's slicing, negation, concatenations, products and sum
+# take several passes. Computed in float32 and rounded once.
+
+@triton.jit
+def _rope(X, COS, SIN, Y, stride_xb, stride_xh, stride_xt, stride_yb, stride_yh, stride_yt, stride_c,
+          H, T, HEAD_DIM: tl.constexpr, HALF: tl.constexpr, BLOCK_HALF: tl.constexpr, BLOCK_D: tl.constexpr,
+          BLOCK_T: tl.constexpr, BACKWARD: tl.constexpr):
+    """BLOCK_T rows of one (batch, head). Grid: (cdiv(T, BLOCK_T), B * H)."""
+    rows = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    bh = tl.program_id(1)
+    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+    x_row = X + b * stride_xb + h * stride_xh + rows[:, None] * stride_xt
+    y_row = Y + b * stride_yb + h * stride_yh + rows[:, None] * stride_yt
+    row_ok = rows[:, None] < T
+    # the dims past the rotated slice are copied
+    d = tl.arange(0, BLOCK_D)[None, :]
+    keep = row_ok & (d >= 2 * HALF) & (d < HEAD_DIM)
+    tl.store(y_row + d, tl.load(x_row + d, mask=keep), mask=keep)
+    # the rotated slice, as two halves
+    i = tl.arange(0, BLOCK_HALF)[None, :]
+    rot = row_ok & (i < HALF)
+    x1 = tl.load(x_row + i, mask=rot, other=0.0).to(tl.float32)
+    x2 = tl.load(x_row + HALF + i, mask=rot, other=0.0).to(tl.float32)
+    c_row = rows[:, None] * stride_c
+    c1 = tl.load(COS + c_row + i, mask=rot, other=0.0).to(tl.float32)
+    c2 = tl.load(COS + c_row + HALF + i, mask=rot, other=0.0).to(tl.float32)
+    s1 = tl.load(SIN + c_row + i, mask=rot, other=0.0).to(tl.float32)
+    s2 = tl.load(SIN + c_row + HALF + i, mask=rot, other=0.0).to(tl.float32)
+    if BACKWARD:
+        y1 = x1 * c1 + x2 * s2
+        y2 = x2 * c2 - x1 * s1
+    else:
+        y1 = x1 * c1 - x2 * s1
+        y2 = x2 * c2 + x1 * s2
+    tl.store(y_row + i, y1.to(Y.dtype.element_ty), mask=rot)
+    tl.store(y_row + HALF + i, y2.to(Y.dtype.element_ty), mask=rot)
+
+
+def _rope_launch(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, backward: bool) -> torch.Tensor:
+    B, H, T, D = x.shape
+    half = cos.shape[-1] // 2
+    y = torch.empty_like(x)  # keeps x's layout: the model's (B, T, H, D) projections viewed as (B, H, T, D)
+    block_t = 16
+    _rope[(triton.cdiv(T, block_t), B * H)](x, cos, sin, y, *_strides(x), *_strides(y), cos.stride(0), H, T,
+                                            HEAD_DIM=D, HALF=half, BLOCK_HALF=triton.next_power_of_2(half),
+                                            BLOCK_D=triton.next_power_of_2(D), BLOCK_T=block_t, BACKWARD=backward)
+    return y
+
+
+class _Rope(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, cos, sin):
+        ctx.save_for_backward(cos, sin)
+        return _rope_launch(x, cos, sin, backward=False)
+
+    @staticmethod
+    def backward(ctx, dy):
+        cos, sin = ctx.saved_tensors
+        if dy.stride(-1) != 1:
+            dy = dy.contiguous()
+        return _rope_launch(dy, cos, sin, backward=True), None, None
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first rotary_dim dims of each head of x (B, H, T, D), rotate-half style (dim i
+    pairs with i + rotary_dim/2), with cos and sin tables (T, rotary_dim); the other dims pass
+    through. Differentiable in x (the tables are constants)."""
+    if x.dim() != 4 or cos.dim() != 2 or cos.shape != sin.shape or cos.shape[0] != x.shape[2]:
+        raise ValueError(f"rope: x must be (B, H, T, D) and cos, sin (T, rotary_dim); got x {tuple(x.shape)}, "
+                         f"cos {tuple(cos.shape)}, sin {tuple(sin.shape)}")
+    rd = cos.shape[1]
+    if rd % 2 or rd > x.shape[3]:
+        raise ValueError(f"rope: rotary_dim {rd} must be even and at most the head dim {x.shape[3]}")
+    if cos.requires_grad or sin.requires_grad:
+        raise ValueError("rope: the cos and sin tables are constants here; they must not require grad")
+    if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"rope: x has dtype {x.dtype}; expected float16, bfloat16 or float32")
+    _check_device(x, cos, sin)
+    if rd == 0 or x.numel() == 0:
+        return x
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    return _Rope.apply(x, cos.contiguous(), sin.contiguous())
+
+
+# =============================================================================
+# GELU, tanh approximation (phi's "gelu_new")
+#
+#     gelu(x) = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
+#             = x * sigmoid(2u)                       (as 1 + tanh(u) = 2 sigmoid(2u))
+#     gelu'(x) = sigmoid(2u) + x * sigmoid(2u) (1 - sigmoid(2u)) * 2 u'(x),
+#     u'(x) = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+# The sigmoid form needs no tanh (a libdevice call) and has no cancellation for large negative x.
+# The forward stores nothing but x, which the backward reads again.
+
+SQRT_2_OVER_PI = tl.constexpr(0.7978845608028654)  # a constexpr, so kernels may read it
+
+
+@triton.jit
+def _gelu_tanh(X, DY, OUT, n, BACKWARD: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+    u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)
+    sig = tl.sigmoid(2.0 * u)
+    if BACKWARD:
+        dy = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)
+        du = SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x)
+        out = dy * (sig + x * sig * (1.0 - sig) * 2.0 * du)
+    else:
+        out = x * sig
+    tl.store(OUT + offs, out.to(OUT.dtype.element_ty), mask=mask)
+
+
+def _gelu_launch(x: torch.Tensor, dy: Optional[torch.Tensor]) -> torch.Tensor:
+    out = torch.empty_like(x)
+    n = x.numel()
+    block = 1024
+    _gelu_tanh[(triton.cdiv(n, block),)](x, x if dy is None else dy, out, n, BACKWARD=dy is not None,
+                                         BLOCK=block)
+    return out
+
+
+class _GeluTanh(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return _gelu_launch(x, None)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (x,) = ctx.saved_tensors
+        return _gelu_launch(x, dy.contiguous())
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """F.gelu(x, approximate="tanh"), differentiable, computed in float32 whatever x's dtype."""
+    if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"gelu_tanh: x has dtype {x.dtype}; expected float16, bfloat16 or float32")
+    _check_device(x)
+    if x.numel() == 0:
+        return x.clone()
+    return _GeluTanh.apply(x.contiguous())
+
+
+# =============================================================================
+# Cross-entropy over a large vocabulary, fused with the lm_head and chunked
+#
+#     loss = mean over rows r with a target of  logsumexp_v(z_rv) - z_r,target_r,   z = x W^T + b
+#     dloss/dz_rv = (softmax(z_r)_v - [v == target_r]) / n_rows
+# The logits of phi's 51200-word vocabulary are big: for 8 x 2048 tokens, 1.7 GB in bfloat16 and
+# 3.4 GB more in float32 for the softmax, and as much again for their gradient. Here they exist
+# only for chunk_rows rows at a time, in x's dtype: the kernel below reads a chunk's logits once
+# for the logsumexp and once more to overwrite them, in place, with their gradient; then dx, dW
+# and db of the chunk are three matmuls. Everything the backward needs is computed in the forward
+# (the loss is a scalar, so the backward only scales it by the incoming gradient).
+
+@triton.jit
+def _cross_entropy_rows(LOGITS, TARGETS, LOSS, stride_l, V, ignore_index, GRAD: tl.constexpr,
+                        BLOCK_V: tl.constexpr):
+    """One row: its loss, and (GRAD) its logits replaced by their gradient softmax - onehot (0 for a
+    row whose target is ignore_index; the caller divides by the number of rows counted)."""
+    row = tl.program_id(0).to(tl.int64)
+    base = LOGITS + row * stride_l
+    target = tl.load(TARGETS + row)
+    valid = target != ignore_index
+    cols = tl.arange(0, BLOCK_V)
+    # pass 1: the running maximum m and sum of exp(z - m) over the vocabulary, as in attention
+    m = float("-inf")
+    s = 0.0
+    for start in range(0, V, BLOCK_V):
+        z = tl.load(base + start + cols, mask=start + cols < V, other=float("-inf")).to(tl.float32)
+        m_new = tl.maximum(m, tl.max(z, 0))
+        s = s * tl.exp(m - m_new) + tl.sum(tl.exp(z - m_new), 0)
+        m = m_new
+    lse = m + tl.log(s)
+    z_target = tl.load(base + target, mask=valid, other=0.0).to(tl.float32)
+    tl.store(LOSS + row, tl.where(valid, lse - z_target, 0.0))
+    # pass 2: the gradient, in place
+    if GRAD:
+        for start in range(0, V, BLOCK_V):
+            v = start + cols
+            z = tl.load(base + v, mask=v < V, other=0.0).to(tl.float32)
+            g = tl.exp(z - lse) - tl.where(v == target, 1.0, 0.0)
+            g = tl.where(valid, g, 0.0)
+            tl.store(base + v, g.to(LOGITS.dtype.element_ty), mask=v < V)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, targets, ignore_index, chunk_rows, grad):
+        M = x.shape[0]
+        V = weight.shape[0]
+        n = (targets != ignore_index).sum()  # rows counted, on the device
+        losses = torch.empty(M, dtype=torch.float32, device=x.device)
+        if grad:
+            dx = torch.empty_like(x)
+            dw = torch.zeros(weight.shape, dtype=torch.float32, device=x.device)
+            db = torch.zeros(V, dtype=torch.float32, device=x.device)
+        for start in range(0, M, chunk_rows):
+            rows = slice(start, start + chunk_rows)
+            logits = torch.addmm(bias, x[rows], weight.t())  # (rows, V), x's dtype
+            _cross_entropy_rows[(logits.shape[0],)](logits, targets[rows], losses[rows], logits.stride(0), V,
+                                                    ignore_index, GRAD=grad,
+                                                    BLOCK_V=1024 if INTERPRET else 4096, num_warps=8)
+            if grad:  # logits now hold softmax - onehot
+                dx[rows] = logits @ weight
+                dw += logits.t() @ x[rows]
+                db += logits.sum(0, dtype=torch.float32)
+        inv_n = 1.0 / n  # a 0-dim float32 tensor: no host synchronisation
+        if grad:
+            ctx.save_for_backward(dx.mul_(inv_n), (dw * inv_n).to(weight.dtype), (db * inv_n).to(bias.dtype))
+        return losses.sum() * inv_n
+
+    @staticmethod
+    def backward(ctx, dloss):
+        dx, dw, db = ctx.saved_tensors
+        return dx * dloss, dw * dloss, db * dloss, None, None, None, None
+
+
+def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
+                         ignore_index: int = -1, chunk_rows: int = 2048) -> torch.Tensor:
+    """F.cross_entropy(x @ weight.T + bias, targets, ignore_index=ignore_index) (the mean over the
+    rows whose target is not ignore_index), differentiable in x, weight and bias, without ever
+    holding more than chunk_rows rows of logits. x (..., C), targets x's leading shape, weight (V, C)."""
+    C = x.shape[-1]
+    if weight.dim() != 2 or weight.shape[1] != C or bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear_cross_entropy: x (..., C) needs weight (V, C) and bias (V,); got x "
+                         f"{tuple(x.shape)}, weight {tuple(weight.shape)}, bias {tuple(bias.shape)}")
+    if targets.shape != x.shape[:-1] or targets.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"linear_cross_entropy: targets must be integers of shape {tuple(x.shape[:-1])}, "
+                         f"got {targets.dtype} {tuple(targets.shape)}")
+    if not (x.dtype == weight.dtype == bias.dtype) or x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"linear_cross_entropy: x, weight, bias must share one dtype of float16, bfloat16, "
+                         f"float32; got {x.dtype}, {weight.dtype}, {bias.dtype}")
+    if chunk_rows < 1:
+        raise ValueError(f"linear_cross_entropy: chunk_rows must be positive, got {chunk_rows}")
+    _check_device(x, weight, bias, targets)
+    V = weight.shape[0]
+    bad = ((targets < 0) & (targets != ignore_index)) | (targets >= V)
+    if bool(bad.any()):
+        raise ValueError(f"linear_cross_entropy: target {targets[bad][0].item()} is outside the vocabulary "
+                         f"[0, {V}) and is not ignore_index ({ignore_index})")
+    # the gradients are computed in the forward, only when they will be asked for
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, bias))
+    return _LinearCrossEntropy.apply(x.reshape(-1, C).contiguous(), weight.contiguous(), bias.contiguous(),
+                                     targets.reshape(-1).contiguous(), int(ignore_index), int(chunk_rows), grad)
