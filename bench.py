@@ -3,6 +3,7 @@ Benchmarks that time nanophi and a peer side by side, in one run, and print rati
 
     python bench.py sample                  # greedy decoding: nanophi vs transformers' generate
     python bench.py sample --shape phi-1.5  # the same at the 1.3B shape
+    python bench.py train                   # a training step: nanophi vs transformers' PhiForCausalLM
 
 Numbers depend on the machine: each table names it. MFU is against this machine's measured matmul
 peak (a large square matmul in the same dtype), not a datasheet number.
@@ -121,6 +122,70 @@ def bench_sample(args) -> None:
         print(f"{name:24s} {tps:10.1f} {tps / base:15.2f}x {100 * tps * flops / peak:7.2f}%  {same}")
 
 
+def bench_train(args) -> None:
+    """One optimizer step (forward, backward, AdamW) on the same batch, from the same weights, with
+    the same optimizer (train.make_optimizer: the recipe's AdamW): transformers' PhiForCausalLM
+    (its own loss, sdpa attention), nanophi, and nanophi compiled as train.py --compile=true does."""
+    import copy
+    from train import TrainConfig, flops_per_token, make_optimizer
+    device = torch.device(args.device)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    cfg = PhiConfig.from_name(args.shape)
+    torch.manual_seed(0)
+    with torch.device(device):
+        ours = Phi(cfg).train()
+    hf = hf_twin(copy.deepcopy(ours)).train()  # its own copy of the same weights
+    compiled_model = copy.deepcopy(ours)
+    compiled = torch.compile(compiled_model)
+    tokens = torch.randint(0, 50000, (args.batch, args.seq_len + 1), device=device)
+    x, y = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    def stepper(model, loss_of):
+        opt = make_optimizer(model, TrainConfig(), device)
+
+        def step():
+            with autocast:
+                loss = loss_of()
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return loss.item()
+        return step
+
+    contenders = [
+        # shift_labels: the targets as given, so that transformers' loss covers the same T positions
+        ("transformers", stepper(hf, lambda: hf(input_ids=x, labels=y, shift_labels=y).loss)),
+        ("nanophi", stepper(ours, lambda: ours(x, y)[1])),
+        ("nanophi --compile", stepper(compiled_model, lambda: compiled(x, y)[1])),
+    ]
+    results, first_loss = {}, {}
+    for name, step in contenders:
+        t0 = time.perf_counter()
+        first_loss[name] = step()  # warm-up (and compilation); from the same weights for all
+        sync(device)
+        print(f"  warm-up {name}: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    for _ in range(args.repeats):  # interleaved, so drifts in machine load hit every contender alike
+        for name, step in contenders:
+            sync(device)
+            t0 = time.perf_counter()
+            step()
+            sync(device)
+            results.setdefault(name, []).append(args.batch * args.seq_len / (time.perf_counter() - t0))
+
+    peak = matmul_peak(device, dtype)
+    flops = flops_per_token(cfg, args.seq_len)
+    base = statistics.median(results["transformers"])
+    print(f"\ntraining step (forward, backward, AdamW), {args.shape} ({ours.num_params() / 1e6:.0f}M params), "
+          f"batch {args.batch} x {args.seq_len} tokens, {args.dtype}, median of {args.repeats}")
+    print(f"machine: {machine()}; measured matmul peak {peak / 1e9:.0f} GFLOP/s")
+    print(f"{'':20s} {'tokens/s':>10s} {'vs transformers':>16s} {'MFU':>8s}  first-step loss")
+    for name, _ in contenders:
+        tps = statistics.median(results[name])
+        print(f"{name:20s} {tps:10.1f} {tps / base:15.2f}x {100 * tps * flops / peak:7.2f}%  "
+              f"{first_loss[name]:.6f}")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
@@ -131,8 +196,15 @@ def main(argv=None) -> None:
     s.add_argument("--repeats", type=int, default=5)
     s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    t = sub.add_parser("train", help="training step tokens/s against transformers' PhiForCausalLM")
+    t.add_argument("--shape", default="phi-mini", help="model preset (phi-mini: 6 layers, 512 wide, 8 heads)")
+    t.add_argument("--batch", type=int, default=4)
+    t.add_argument("--seq_len", type=int, default=512)
+    t.add_argument("--repeats", type=int, default=5)
+    t.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="autocast dtype")
     args = p.parse_args(argv)
-    {"sample": bench_sample}[args.what](args)
+    {"sample": bench_sample, "train": bench_train}[args.what](args)
 
 
 if __name__ == "__main__":

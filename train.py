@@ -98,14 +98,14 @@ CONFIGS = {
     # the recipe of the phi-1.5 report (section 2.3) on 8 GPUs of 80 GB: the defaults above
     "phi-1.5": {},
     # a small model on the CPU in about 10 minutes: loss well below the corpus's unigram entropy
-    "demo": dict(model="phi-nano", block_size=256, batch_size=16, global_batch_size=16, max_iters=700,
-                 learning_rate=2e-3, lr_schedule="cosine", warmup_iters=50, min_lr=2e-4,
-                 weight_decay=0.1, eval_interval=100, eval_sequences=64, log_interval=10,
-                 checkpoint_interval=100, keep_last=2),
+    # (150 steps of 16 x 256 tokens: 614K tokens at ~1,200 tokens/s on 2 cores)
+    "demo": dict(model="phi-nano", block_size=256, batch_size=16, global_batch_size=16, max_iters=150,
+                 learning_rate=3e-3, lr_schedule="cosine", warmup_iters=10, min_lr=3e-4,
+                 eval_interval=50, eval_sequences=32, log_interval=10, checkpoint_interval=50, keep_last=1),
 }
 
 # A resumed run must train the same model on the same windows
-FIXED_ON_RESUME = ("model", "block_size", "seed", "data_dir")
+FIXED_ON_RESUME = ("model", "block_size", "seed")
 
 
 class ConfigError(ValueError):
@@ -747,14 +747,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     ckpt = None
     if resume:
         ckpt = read_checkpoint(latest)
-        saved = ckpt["config"]
-        for key in FIXED_ON_RESUME:
-            if key in overrides and _parse_value(key, overrides[key], get_type_hints(TrainConfig)[key]) != saved[key]:
-                raise ConfigError(f"--{key} cannot change when resuming (the checkpoint has {saved[key]!r})")
+        known = {f.name for f in fields(TrainConfig)}
+        saved = {k: v for k, v in ckpt["config"].items() if k in known}  # (a setting since removed)
         cfg = resolve_config({**saved, "out_dir": out_dir}, config_name, {**overrides, "init_from": "resume"})
         for key in FIXED_ON_RESUME:
             if getattr(cfg, key) != saved[key]:
-                raise ConfigError(f"{key} cannot change when resuming (the checkpoint has {saved[key]!r})")
+                raise ConfigError(f"--{key} cannot change when resuming (the checkpoint has {saved[key]!r}, "
+                                  f"this run asks for {getattr(cfg, key)!r})")
     else:
         cfg = resolve_config({}, config_name, overrides)
         if os.path.isfile(latest):

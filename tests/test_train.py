@@ -304,20 +304,36 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(data_d
     assert max(losses(out)) == 1  # the bad step was never applied nor logged
 
 
-def test_two_process_ddp_equals_one_process(data_dir, tmp_path):
-    common = [*TINY, f"--data_dir={data_dir}", "--max_iters=3", "--global_batch_size=8", "--eval_interval=3"]
-    run(torchrun("train.py", *common, "--batch_size=2", f"--out_dir={tmp_path / 'ddp'}"))
-    train.main([*common, "--batch_size=4", f"--out_dir={tmp_path / 'one'}"])
-    ddp, one = losses(tmp_path / "ddp"), losses(tmp_path / "one")
-    assert list(ddp) == [1, 2, 3]
+GLOBAL_8 = [*TINY, "--max_iters=3", "--global_batch_size=8", "--eval_interval=3"]
+
+
+@pytest.fixture(scope="module")
+def one_process(data_dir, tmp_path_factory):
+    """The reference: one process, 4 sequences per micro-batch, 2 accumulation steps."""
+    out = tmp_path_factory.mktemp("one")
+    train.main([*GLOBAL_8, f"--data_dir={data_dir}", "--batch_size=4", f"--out_dir={out}"])
+    return out
+
+
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_two_processes_equal_one_process(data_dir, one_process, tmp_path, sharding):
+    """torchrun with 2 gloo processes of 2 sequences x 2 accumulation steps, the same 8 per step."""
+    out = tmp_path / sharding
+    run(torchrun("train.py", *GLOBAL_8, f"--data_dir={data_dir}", "--batch_size=2", f"--out_dir={out}",
+                 f"--fsdp={sharding == 'fsdp'}"))
+    two, one = losses(out), losses(one_process)
+    assert list(two) == [1, 2, 3]
     for step in one:
-        assert ddp[step] == pytest.approx(one[step], rel=1e-6, abs=1e-6)
-    vals = [[r["val_loss"] for r in records(d) if "val_loss" in r] for d in (tmp_path / "ddp", tmp_path / "one")]
+        assert two[step] == pytest.approx(one[step], rel=1e-6, abs=1e-6)
+    vals = [[r["val_loss"] for r in records(d) if "val_loss" in r] for d in (out, one_process)]
     assert vals[0] == pytest.approx(vals[1], rel=1e-6)
-    a, b = final_state(tmp_path / "ddp"), final_state(tmp_path / "one")
+    a, b = final_state(out), final_state(one_process)
     assert len(a["rng"]) == 2 and a["samples_seen"] == b["samples_seen"] == 24
-    for k in a["model"]:
+    assert a["config"]["fsdp"] == (sharding == "fsdp")
+    for k in b["model"]:  # FSDP's checkpoint holds whole tensors under the official names too
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-4, atol=ADAM_ATOL)
+    for k, state in b["optimizer"]["state"].items():
+        torch.testing.assert_close(a["optimizer"]["state"][k]["exp_avg"], state["exp_avg"], rtol=1e-3, atol=1e-6)
 
 
 KILL_RANK_1 = """
