@@ -334,7 +334,9 @@ def device_peak(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
             if key in name:
                 return peak, f"{name} bf16 datasheet peak"
     from bench import matmul_peak
-    return matmul_peak(device, dtype), f"measured {str(dtype).removeprefix('torch.')} matmul peak"
+    # (CPUs have no fast float16 matmul: a smaller one keeps the measurement to seconds)
+    n = 512 if device.type == "cpu" and dtype == torch.float16 else 2048
+    return matmul_peak(device, dtype, n), f"measured {str(dtype).removeprefix('torch.')} matmul peak"
 
 
 def resolve_device_dtype(cfg: TrainConfig, local_rank: int) -> tuple[torch.device, torch.dtype]:
@@ -429,7 +431,8 @@ def read_checkpoint(path: str) -> dict:
         raise FileNotFoundError(f"no checkpoint at {path} to resume; train from scratch first, or "
                                 f"point --out_dir at the run to continue")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap: the processes of a node share one copy of the file in the page cache
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # truncated, not a torch file, or pickled objects
         raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''}); resume from an older "
