@@ -628,6 +628,9 @@ def train(cfg: TrainConfig, ckpt: Optional[dict], world_size: int, local_rank: i
 
     n_train = n_windows(train_data, cfg.block_size)
     val_set = val_windows(val_data, cfg.block_size, cfg.eval_sequences)
+    if len(val_set) < world_size:
+        raise ConfigError(f"the val set has {len(val_set)} windows, fewer than the {world_size} processes; "
+                          f"raise --eval_sequences or add data to val.bin")
     tokens_per_step = cfg.global_batch_size * cfg.block_size
     log = Log(cfg, step, master)
     if master:
