@@ -5,6 +5,7 @@ Benchmarks that time nanophi and a peer side by side, in one run, and print rati
     python bench.py sample --shape phi-1.5  # the same at the 1.3B shape
     python bench.py data                    # data/prepare_textbooks.py vs raw tiktoken, same corpus
     python bench.py kernels                 # kernels.py's Triton attention and LayerNorm vs PyTorch (GPU)
+    python bench.py train                   # a training step: nanophi vs transformers' PhiForCausalLM
 
 Numbers depend on the machine: each table names it. MFU is against this machine's measured matmul
 peak (a large square matmul in the same dtype), not a datasheet number.
@@ -303,6 +304,68 @@ def bench_kernels(args) -> None:
     print(f"{'':32s} {'ms':>12s} {'peak GiB':>12s}")
     for name, (seconds, peak) in rows.items():
         print(f"{name:32s} {1e3 * seconds:12.2f} {peak:12.2f}")
+def bench_train(args) -> None:
+    """One optimizer step (forward, backward, AdamW) on the same batch, from the same weights, with
+    the same optimizer (train.make_optimizer: the recipe's AdamW): transformers' PhiForCausalLM
+    (its own loss, sdpa attention), nanophi, and nanophi compiled as train.py --compile=true does."""
+    import copy
+    from train import TrainConfig, flops_per_token, make_optimizer
+    device = torch.device(args.device)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    cfg = PhiConfig.from_name(args.shape)
+    torch.manual_seed(0)
+    with torch.device(device):
+        ours = Phi(cfg).train()
+    hf = hf_twin(copy.deepcopy(ours)).train()  # its own copy of the same weights
+    compiled_model = copy.deepcopy(ours)
+    compiled = torch.compile(compiled_model)
+    tokens = torch.randint(0, 50000, (args.batch, args.seq_len + 1), device=device)
+    x, y = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    def stepper(model, loss_of):
+        opt = make_optimizer(model, TrainConfig(), device)
+
+        def step():
+            with autocast:
+                loss = loss_of()
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return loss.item()
+        return step
+
+    contenders = [
+        # shift_labels: the targets as given, so that transformers' loss covers the same T positions
+        ("transformers", stepper(hf, lambda: hf(input_ids=x, labels=y, shift_labels=y).loss)),
+        ("nanophi", stepper(ours, lambda: ours(x, y)[1])),
+        ("nanophi --compile", stepper(compiled_model, lambda: compiled(x, y)[1])),
+    ]
+    results, first_loss = {}, {}
+    for name, step in contenders:
+        t0 = time.perf_counter()
+        first_loss[name] = step()  # warm-up (and compilation); from the same weights for all
+        sync(device)
+        print(f"  warm-up {name}: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    for _ in range(args.repeats):  # interleaved, so drifts in machine load hit every contender alike
+        for name, step in contenders:
+            sync(device)
+            t0 = time.perf_counter()
+            step()
+            sync(device)
+            results.setdefault(name, []).append(args.batch * args.seq_len / (time.perf_counter() - t0))
+
+    peak = matmul_peak(device, dtype)
+    flops = flops_per_token(cfg, args.seq_len)
+    base = statistics.median(results["transformers"])
+    print(f"\ntraining step (forward, backward, AdamW), {args.shape} ({ours.num_params() / 1e6:.0f}M params), "
+          f"batch {args.batch} x {args.seq_len} tokens, {args.dtype}, median of {args.repeats}")
+    print(f"machine: {machine()}; measured matmul peak {peak / 1e9:.0f} GFLOP/s")
+    print(f"{'':20s} {'tokens/s':>10s} {'vs transformers':>16s} {'MFU':>8s}  first-step loss")
+    for name, _ in contenders:
+        tps = statistics.median(results[name])
+        print(f"{name:20s} {tps:10.1f} {tps / base:15.2f}x {100 * tps * flops / peak:7.2f}%  "
+              f"{first_loss[name]:.6f}")
 
 
 def main(argv=None) -> None:
@@ -330,8 +393,15 @@ def main(argv=None) -> None:
     k.add_argument("--vocab", type=int, default=51200, help="vocabulary of the cross-entropy")
     k.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     k.add_argument("--repeats", type=int, default=10)
+    t = sub.add_parser("train", help="training step tokens/s against transformers' PhiForCausalLM")
+    t.add_argument("--shape", default="phi-mini", help="model preset (phi-mini: 6 layers, 512 wide, 8 heads)")
+    t.add_argument("--batch", type=int, default=4)
+    t.add_argument("--seq_len", type=int, default=512)
+    t.add_argument("--repeats", type=int, default=5)
+    t.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="autocast dtype")
     args = p.parse_args(argv)
-    {"sample": bench_sample, "data": bench_data, "kernels": bench_kernels}[args.what](args)
+    {"sample": bench_sample, "data": bench_data, "kernels": bench_kernels, "train": bench_train}[args.what](args)
 
 
 if __name__ == "__main__":

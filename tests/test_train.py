@@ -1,0 +1,458 @@
+"""train.py: the recipe, the data order, exact resume after kill -9, DDP and gradient accumulation
+against the plain larger batch, atomic checkpoints, SIGTERM, NaN, torchrun restarts, fine-tuning
+from Hugging Face weights, and clear errors for bad settings.
+
+The runs are tiny (the phi-test preset on random tokens) so that the processes start and finish in
+seconds; the references are plain PyTorch written out here, transformers, and uninterrupted runs."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from conftest import ROOT, make_hf_model
+from model import Phi, PhiConfig, load_model
+
+VOCAB = 512     # the phi-test preset's vocabulary
+BLOCK = 32
+# 2 sequences per micro-batch, 4 per step: gradient accumulation is always exercised
+TINY = ["--model=phi-test", f"--block_size={BLOCK}", "--batch_size=2", "--global_batch_size=4",
+        "--eval_interval=4", "--eval_sequences=4", "--log_interval=1", "--learning_rate=3e-3"]
+
+
+# Weights after a few AdamW steps of runs that sum the same gradients in another order. Adam divides
+# by sqrt(v) + 1e-7, so an entry whose gradient is ~1e-7 turns float32 rounding into a visible part of
+# its step: 1e-2 of one step of lr 3e-3 is the tolerance (the losses agree to 1e-6).
+ADAM_ATOL = 3e-5
+
+
+def write_tokens(directory, n_train=BLOCK * 64 + 1, n_val=BLOCK * 8 + 1, seed=0):
+    """A data directory in prepare_textbooks.py's format: flat uint16 ids, <|endoftext|>-free
+    random text here (the phi-test vocabulary is 512)."""
+    os.makedirs(directory, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    # a little structure (each token often repeats the one two places back), so the loss can fall
+    for name, n in (("train.bin", n_train), ("val.bin", n_val)):
+        ids = rng.integers(0, VOCAB, n)
+        copy = rng.random(n) < 0.5
+        for i in range(2, n):
+            if copy[i]:
+                ids[i] = ids[i - 2]
+        ids.astype(np.uint16).tofile(os.path.join(directory, name))
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return write_tokens(tmp_path_factory.mktemp("data"))
+
+
+def records(out_dir, since_last_start=False):
+    with open(os.path.join(out_dir, "log.jsonl")) as f:
+        recs = [json.loads(line) for line in f]
+    if since_last_start:
+        starts = [i for i, r in enumerate(recs) if r.get("event")]
+        recs = recs[starts[-1]:]
+    return recs
+
+
+def losses(out_dir, since_last_start=False) -> dict:
+    return {r["step"]: r["loss"] for r in records(out_dir, since_last_start) if "loss" in r}
+
+
+def cli(*args, **kw) -> list:
+    return [sys.executable, os.path.join(ROOT, "train.py"), *args]
+
+
+def torchrun(*args, nproc=2, extra=()) -> list:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            *extra, *args]
+
+
+# every process of a comparison runs with the same threads: the matmuls' summation order depends on it
+ENV = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+
+
+def run(cmd, timeout=180, **kw):
+    p = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout, **kw)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p
+
+
+def final_state(out_dir) -> dict:
+    return torch.load(os.path.join(out_dir, "ckpt.pt"), weights_only=True)
+
+
+def wait_for_step(out_dir, proc, step, timeout=120):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            if max(losses(out_dir), default=0) >= step:
+                return
+        except (OSError, json.JSONDecodeError):
+            pass
+        time.sleep(0.02)
+    raise TimeoutError
+
+
+# -----------------------------------------------------------------------------
+# The recipe and the data order, against hand-computed values
+
+def test_default_config_is_the_phi_1_5_recipe():
+    cfg = train.TrainConfig()
+    assert (cfg.learning_rate, cfg.lr_schedule, cfg.warmup_iters) == (2e-4, "constant", 0)
+    assert (cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay) == (0.9, 0.98, 1e-7, 0.1)
+    assert (cfg.global_batch_size, cfg.block_size, cfg.model) == (2048, 2048, "phi-1.5")
+    assert abs(cfg.max_iters * 2048 * 2048 - 150e9) < 2048 * 2048  # 150B tokens
+    assert train.check_config(cfg, world_size=8) == 32  # 2048 = 8 per GPU x 8 GPUs x 32 accumulation steps
+    assert train.lr_at(0, cfg) == train.lr_at(30000, cfg) == 2e-4
+    if not torch.cuda.is_available():
+        assert train.resolve_device_dtype(cfg, 0) == (torch.device("cpu"), torch.float32)
+
+
+def test_weight_decay_applies_to_matrices_only():
+    model = Phi(PhiConfig.from_name("phi-test"))
+    opt = train.make_optimizer(model, train.TrainConfig(), torch.device("cpu"))
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for g in opt.param_groups if g["weight_decay"] == 0.1 for p in g["params"]}
+    plain = {names[id(p)] for g in opt.param_groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    assert decayed | plain == set(names.values()) and not decayed & plain
+    assert decayed == {n for n in names.values() if n.endswith("weight") and "layernorm" not in n}
+    assert opt.defaults["betas"] == (0.9, 0.98) and opt.defaults["eps"] == 1e-7
+
+
+def test_learning_rate_schedules_match_hand_computed_values():
+    cfg = train.TrainConfig(learning_rate=1.0, min_lr=0.1, warmup_iters=10, lr_decay_iters=110,
+                            lr_schedule="cosine")
+    assert train.lr_at(0, cfg) == pytest.approx(0.1)        # warmup: (step + 1) / 10
+    assert train.lr_at(9, cfg) == pytest.approx(1.0)
+    assert train.lr_at(10, cfg) == pytest.approx(1.0)
+    assert train.lr_at(60, cfg) == pytest.approx(0.55)      # halfway: (1 + 0.1) / 2
+    assert train.lr_at(35, cfg) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi / 4)))
+    assert train.lr_at(110, cfg) == train.lr_at(500, cfg) == pytest.approx(0.1)
+    cfg.lr_schedule = "linear"
+    assert train.lr_at(60, cfg) == pytest.approx(0.55) and train.lr_at(35, cfg) == pytest.approx(0.775)
+
+
+def test_data_order_is_disjoint_across_ranks_and_repeats_nothing_within_an_epoch():
+    count, seed, world, batch, accum = 24, 7, 2, 2, 2
+    per_step = world * batch * accum
+    seen = []
+    for step in range(6):  # 6 steps of 8 = 48 sequences = 2 epochs
+        in_step = []
+        for micro in range(accum):
+            for r in range(world):
+                first = train.first_sample(step * per_step, micro, r, world, batch)
+                in_step.append(train.train_windows(count, seed, first, batch))
+        in_step = np.concatenate(in_step)
+        assert len(set(in_step)) == per_step  # no two ranks or micro-batches share a window
+        seen.extend(in_step)
+    assert sorted(seen[:count]) == list(range(count)) == sorted(seen[count:])  # each epoch: every window once
+    assert seen[:count] != seen[count:]  # reshuffled each epoch
+    # the order is fixed by (seed, epoch) alone, documented as numpy's default_rng([seed, epoch])
+    assert list(seen[:count]) == list(np.random.default_rng([seed, 0]).permutation(count))
+
+
+def test_one_step_equals_plain_pytorch_adamw_on_the_whole_batch(data_dir, tmp_path):
+    """A train.py step with gradient accumulation (2 micro-batches) against a hand-written step:
+    the whole global batch at once, AdamW with decay on matrices only, clipping to 0.05."""
+    out = tmp_path / "out"
+    train.main([*TINY, f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=1", "--grad_clip=0.05",
+                "--eval_interval=100"])
+    torch.manual_seed(1337)
+    model = Phi(PhiConfig(**{**dict(n_layer=2, n_head=4, n_embd=64, n_inner=256, rotary_dim=8,
+                                    vocab_size=512), "block_size": BLOCK}))
+    data = np.fromfile(os.path.join(data_dir, "train.bin"), dtype=np.uint16).astype(np.int64)
+    windows = np.random.default_rng([1337, 0]).permutation((len(data) - 1) // BLOCK)[:4]
+    seqs = torch.tensor(np.stack([data[w * BLOCK: w * BLOCK + BLOCK + 1] for w in windows]))
+    logits, _ = model(seqs[:, :-1])
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), seqs[:, 1:].reshape(-1))
+    loss.backward()
+    norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in model.parameters()))
+    for p in model.parameters():
+        p.grad *= 0.05 / (norm.float() + 1e-6)
+    matrices = [p for p in model.parameters() if p.dim() == 2]
+    others = [p for p in model.parameters() if p.dim() != 2]
+    torch.optim.AdamW([{"params": matrices, "weight_decay": 0.1}, {"params": others, "weight_decay": 0.0}],
+                      lr=3e-3, betas=(0.9, 0.98), eps=1e-7).step()
+    rec = losses(out)
+    assert rec[1] == pytest.approx(loss.item(), rel=1e-6)
+    assert next(r for r in records(out) if "grad_norm" in r)["grad_norm"] == pytest.approx(norm.item(), rel=1e-5)
+    ours = final_state(out)["model"]
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(ours[name], p.detach(), rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_gradient_accumulation_equals_the_larger_batch(data_dir, tmp_path):
+    common = [*TINY, f"--data_dir={data_dir}", "--max_iters=3", "--global_batch_size=8"]
+    train.main([*common, "--batch_size=8", f"--out_dir={tmp_path / 'big'}"])
+    train.main([*common, "--batch_size=2", f"--out_dir={tmp_path / 'accum'}"])  # 4 micro-batches
+    big, accum = losses(tmp_path / "big"), losses(tmp_path / "accum")
+    assert list(big) == [1, 2, 3]
+    for step in big:
+        assert accum[step] == pytest.approx(big[step], rel=1e-6, abs=1e-6)
+    a, b = final_state(tmp_path / "big")["model"], final_state(tmp_path / "accum")["model"]
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=ADAM_ATOL)
+
+
+def saved_for_backward(model, idx) -> int:
+    """Bytes of activations autograd keeps for the backward during a forward (parameters excluded)."""
+    params = {p.data_ptr() for p in model.parameters()}
+    sizes = []
+
+    def pack(t):
+        if t.data_ptr() not in params:
+            sizes.append(t.numel() * t.element_size())
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model(idx, idx)[1]
+    loss.backward()
+    return sum(sizes)
+
+
+def test_activation_checkpointing_gives_the_same_gradients_from_fewer_saved_activations():
+    torch.manual_seed(0)
+    model = Phi(PhiConfig.from_name("phi-test"))
+    idx = torch.randint(0, VOCAB, (2, 16))
+    plain_bytes = saved_for_backward(model, idx)
+    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    train.checkpoint_blocks(model)
+    assert saved_for_backward(model, idx) < plain_bytes / 2
+    assert [n for n, _ in model.named_parameters()] == list(plain)  # the official names are kept
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, plain[n], rtol=1e-5, atol=1e-7)
+
+
+# -----------------------------------------------------------------------------
+# Exact resume, and faults, with real processes
+
+def test_resume_after_kill_9_reproduces_the_uninterrupted_losses_to_the_bit(data_dir, tmp_path):
+    # dropout on, so that the saved RNG state matters; a schedule that moves every step
+    args = [*TINY, f"--data_dir={data_dir}", "--dropout=0.1", "--lr_schedule=cosine", "--warmup_iters=2",
+            "--lr_decay_iters=30", "--checkpoint_interval=3"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cli(*args, f"--out_dir={killed}", "--max_iters=1000000"), cwd=ROOT, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_step(killed, proc, 5)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    saved = final_state(killed)["step"]
+    assert saved >= 3 and saved % 3 == 0
+    end = saved + 4
+    run(cli(f"--out_dir={killed}", "--init_from=resume", f"--max_iters={end}"))
+    resumed = losses(killed, since_last_start=True)
+    assert list(resumed) == list(range(saved + 1, end + 1))
+    fresh = tmp_path / "fresh"
+    run(cli(*args, f"--out_dir={fresh}", f"--max_iters={end}"))
+    uninterrupted = losses(fresh)
+    assert all(resumed[s] == uninterrupted[s] for s in resumed), (resumed, uninterrupted)
+    a, b = final_state(killed), final_state(fresh)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    # the killed run's own losses before the kill were the uninterrupted ones too
+    before = losses(killed)
+    assert all(before[s] == uninterrupted[s] for s in range(1, saved + 1))
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen(cli(*TINY, f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=1000000",
+                                "--checkpoint_interval=1000"), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for_step(out, proc, 2)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    last = max(losses(out))
+    assert final_state(out)["step"] == last >= 2
+    assert "SIGTERM: saved" in stdout
+
+
+SAVE_CRASH = """
+import os, signal, sys, torch, train
+real_save, calls = torch.save, []
+def crashing_save(obj, f, *args, **kwargs):
+    calls.append(f)
+    if len(calls) == 2:  # the second checkpoint: half a file, then the process dies
+        with open(f, "wb") as fh:
+            fh.write(b"PK\\x03\\x04 half a checkpoint")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(obj, f, *args, **kwargs)
+torch.save = crashing_save
+train.main(sys.argv[1:])
+"""
+
+
+def test_a_crash_during_save_leaves_the_previous_checkpoint_loadable(data_dir, tmp_path):
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-c", SAVE_CRASH, *TINY, f"--data_dir={data_dir}", f"--out_dir={out}",
+                        "--max_iters=10", "--checkpoint_interval=2"], cwd=ROOT, env=ENV, capture_output=True)
+    assert p.returncode == -signal.SIGKILL
+    assert any(name.endswith(".tmp") for name in os.listdir(out))  # the half-written file
+    assert final_state(out)["step"] == 2
+    assert load_model(str(out / "ckpt.pt")).config.n_layer == 2  # what sample.py reads
+    run(cli(f"--out_dir={out}", "--init_from=resume", "--max_iters=4"))
+    assert final_state(out)["step"] == 4
+    assert not any(name.endswith(".tmp") for name in os.listdir(out))
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+    out = tmp_path / "out"
+    # a learning rate of 1e30 makes the weights ~1e30 after one step: the next forward overflows
+    with pytest.raises(train.NonFiniteLoss, match=r"loss nan .* at step 2; stopped .*/ckpt.pt \(step 1\)"):
+        train.main([*TINY, f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=5",
+                    "--checkpoint_interval=1", "--learning_rate=1e30"])
+    ckpt = final_state(out)
+    assert ckpt["step"] == 1 and all(torch.isfinite(t).all() for t in ckpt["model"].values())
+    assert max(losses(out)) == 1  # the bad step was never applied nor logged
+
+
+GLOBAL_8 = [*TINY, "--max_iters=3", "--global_batch_size=8", "--eval_interval=3"]
+
+
+@pytest.fixture(scope="module")
+def one_process(data_dir, tmp_path_factory):
+    """The reference: one process, 4 sequences per micro-batch, 2 accumulation steps."""
+    out = tmp_path_factory.mktemp("one")
+    train.main([*GLOBAL_8, f"--data_dir={data_dir}", "--batch_size=4", f"--out_dir={out}"])
+    return out
+
+
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_two_processes_equal_one_process(data_dir, one_process, tmp_path, sharding):
+    """torchrun with 2 gloo processes of 2 sequences x 2 accumulation steps, the same 8 per step."""
+    out = tmp_path / sharding
+    run(torchrun("train.py", *GLOBAL_8, f"--data_dir={data_dir}", "--batch_size=2", f"--out_dir={out}",
+                 f"--fsdp={sharding == 'fsdp'}"))
+    two, one = losses(out), losses(one_process)
+    assert list(two) == [1, 2, 3]
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=1e-6, abs=1e-6)
+    vals = [[r["val_loss"] for r in records(d) if "val_loss" in r] for d in (out, one_process)]
+    assert vals[0] == pytest.approx(vals[1], rel=1e-6)
+    a, b = final_state(out), final_state(one_process)
+    assert len(a["rng"]) == 2 and a["samples_seen"] == b["samples_seen"] == 24
+    assert a["config"]["fsdp"] == (sharding == "fsdp")
+    for k in b["model"]:  # FSDP's checkpoint holds whole tensors under the official names too
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=1e-4, atol=ADAM_ATOL)
+    for k, state in b["optimizer"]["state"].items():
+        torch.testing.assert_close(a["optimizer"]["state"][k]["exp_avg"], state["exp_avg"], rtol=1e-3, atol=1e-6)
+
+
+KILL_RANK_1 = """
+import os, signal, sys, train
+real_lr_at = train.lr_at
+def lr_at(step, cfg):  # the first attempt's rank 1 dies (kill -9) as it starts step 6
+    if step == 5 and os.environ["RANK"] == "1" and os.environ["TORCHELASTIC_RESTART_COUNT"] == "0":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_lr_at(step, cfg)
+train.lr_at = lr_at
+train.main(sys.argv[1:])
+"""
+
+
+def test_torchrun_max_restarts_brings_a_killed_rank_back_and_resumes(data_dir, tmp_path):
+    out = tmp_path / "out"
+    wrapper = tmp_path / "kill_rank_1.py"
+    wrapper.write_text(KILL_RANK_1)
+    run(torchrun(str(wrapper), *TINY, f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=8",
+                 "--checkpoint_interval=3", extra=["--max-restarts=1"]))
+    recs = records(out)
+    events = [r for r in recs if r.get("event")]
+    assert [(e["event"], e["step"], e["restart"]) for e in events] == [("start", 0, 0), ("resume", 3, 1)]
+    cut = recs.index(events[1])
+    first = {r["step"]: r["loss"] for r in recs[:cut] if "loss" in r}
+    second = {r["step"]: r["loss"] for r in recs[cut:] if "loss" in r}
+    assert list(first) == [1, 2, 3, 4, 5] and list(second) == [4, 5, 6, 7, 8]
+    assert second[4] == first[4] and second[5] == first[5]  # the same steps, the same losses
+    assert final_state(out)["step"] == 8
+
+
+# -----------------------------------------------------------------------------
+# Fine-tuning from Hugging Face weights, and the export
+
+def test_fine_tunes_from_a_hugging_face_directory_and_exports_with_save_pretrained(tmp_path):
+    from transformers import AutoModelForCausalLM
+    hf = make_hf_model(dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
+                            num_attention_heads=4, partial_rotary_factor=0.5, max_position_embeddings=64),
+                       std=0.05)
+    hf.save_pretrained(tmp_path / "hf-in")
+    data = write_tokens(tmp_path / "data", n_val=BLOCK + 1)  # val.bin: exactly one window
+    out = tmp_path / "out"
+    train.main([*TINY, f"--data_dir={data}", f"--out_dir={out}", f"--init_from={tmp_path / 'hf-in'}",
+                "--max_iters=2"])
+    # the val loss before any step is transformers' loss on that window, computed here in float64
+    window = torch.tensor(np.fromfile(data + "/val.bin", dtype=np.uint16).astype(np.int64))
+    with torch.no_grad():
+        logits = hf(window[None, :-1]).logits[0].double()
+    expected = torch.nn.functional.cross_entropy(logits, window[1:]).item()
+    val = [r["val_loss"] for r in records(out) if "val_loss" in r]
+    assert val[0] == pytest.approx(expected, rel=1e-5)
+    # the export loads in transformers and computes what the final checkpoint computes
+    exported = AutoModelForCausalLM.from_pretrained(out / "hf", attn_implementation="sdpa").eval()
+    ours = load_model(str(out / "ckpt.pt")).eval()
+    idx = window[None, :BLOCK]
+    with torch.no_grad():
+        torch.testing.assert_close(exported(idx).logits, ours(idx)[0], rtol=1e-5, atol=1e-5)
+    assert not torch.equal(exported.lm_head.weight, hf.lm_head.weight)  # it did train
+
+
+# -----------------------------------------------------------------------------
+# Bad settings: one clear line
+
+@pytest.mark.parametrize("argv, message", [
+    (["--learnig_rate=1e-3"], "unknown setting --learnig_rate; did you mean --learning_rate?"),
+    (["--batch_size=3", "--global_batch_size=8"], "not divisible by batch_size 3 x 1 processes = 3"),
+    (["--batch_size=many"], "--batch_size=many: expected int"),
+    (["--config=nonesuch"], "neither a preset"),
+    (["learning_rate=1"], "settings are written --key=value"),
+    (["--lr_schedule=step"], "choose constant, cosine or linear"),
+    (["--block_size=128"], "longer than the model's context (64)"),
+])
+def test_bad_settings_give_clear_errors(data_dir, tmp_path, argv, message):
+    args = [*TINY, f"--data_dir={data_dir}", f"--out_dir={tmp_path}", "--model=phi-test", "--max_iters=1"]
+    if argv == ["--block_size=128"]:
+        args = [a for a in args if not a.startswith("--block_size")] + [f"--init_from={make_phi_test_pt(tmp_path)}"]
+    with pytest.raises(train.ConfigError) as e:
+        train.main([*args, *argv])
+    assert message in str(e.value)
+
+
+def make_phi_test_pt(tmp_path) -> str:
+    from dataclasses import asdict
+    model = Phi(PhiConfig.from_name("phi-test"))
+    path = str(tmp_path / "weights.pt")
+    torch.save({"model": model.state_dict(), "model_args": asdict(model.config)}, path)
+    return path
+
+
+def test_missing_data_existing_run_and_missing_checkpoint_are_clear_errors(data_dir, tmp_path):
+    p = subprocess.run(cli(*TINY, f"--data_dir={tmp_path / 'nothing'}", f"--out_dir={tmp_path / 'o'}"),
+                       cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert p.returncode == 1 and p.stdout == ""
+    assert p.stderr.strip().splitlines() == [
+        f"train.py: error: {tmp_path / 'nothing' / 'train.bin'} not found; prepare the data first (python "
+        f"data/prepare_textbooks.py) or point --data_dir at a directory with train.bin and val.bin"]
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .* to resume"):
+        train.main([f"--out_dir={tmp_path / 'o'}", "--init_from=resume"])
+    out = tmp_path / "run"
+    train.main([*TINY, f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=1"])
+    with pytest.raises(train.ConfigError, match="ckpt.pt exists: continue it with --init_from=resume"):
+        train.main([*TINY, f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=1"])
+    with pytest.raises(train.ConfigError, match="--block_size cannot change when resuming"):
+        train.main([f"--out_dir={out}", "--init_from=resume", "--block_size=16"])
+    (out / "ckpt.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="is not a readable checkpoint"):
+        train.main([f"--out_dir={out}", "--init_from=resume"])
