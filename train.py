@@ -28,6 +28,7 @@ import math
 import os
 import re
 import resource
+import shutil
 import signal
 import sys
 import time
@@ -55,6 +56,7 @@ from model import PRESETS, Phi, PhiConfig, atomic_write, load_model
 class TrainConfig:
     # where things are
     out_dir: str = "out"                 # checkpoints, log.jsonl, and the exported model (out_dir/hf)
+    overwrite: bool = False              # start afresh in an out_dir that holds a run, deleting that run
     data_dir: str = "data/textbooks"     # train.bin and val.bin: flat uint16 token ids
     init_from: str = "scratch"           # scratch | resume | a Hugging Face phi directory or hub name | a .pt
     model: str = "phi-1.5"               # the model preset (model.PRESETS) when init_from=scratch
@@ -99,7 +101,7 @@ CONFIGS = {
     "phi-1.5": {},
     # a small model on the CPU in about 10 minutes: loss well below the corpus's unigram entropy
     # (150 steps of 16 x 256 tokens: 614K tokens at ~1,200 tokens/s on 2 cores)
-    "demo": dict(model="phi-nano", block_size=256, batch_size=16, global_batch_size=16, max_iters=150,
+    "demo": dict(out_dir="out/demo", overwrite=True, model="phi-nano", block_size=256, batch_size=16, global_batch_size=16, max_iters=150,
                  learning_rate=3e-3, lr_schedule="cosine", warmup_iters=10, min_lr=3e-4,
                  eval_interval=50, eval_sequences=32, log_interval=10, checkpoint_interval=50, keep_last=1),
 }
@@ -581,6 +583,11 @@ def train(cfg: TrainConfig, ckpt: Optional[dict], world_size: int, local_rank: i
     device, dtype = resolve_device_dtype(cfg, local_rank)
     master = rank() == 0
     os.makedirs(cfg.out_dir, exist_ok=True)
+    if master and ckpt is None and cfg.overwrite:  # the run that was there: checkpoints, log, export
+        for name in os.listdir(cfg.out_dir):
+            if re.fullmatch(r"ckpt(-\d{7})?\.pt|log\.jsonl", name):
+                os.unlink(os.path.join(cfg.out_dir, name))
+        shutil.rmtree(os.path.join(cfg.out_dir, "hf"), ignore_errors=True)
     if master:  # temporary files of a save that a crash interrupted
         for name in os.listdir(cfg.out_dir):
             if name.startswith((".ckpt", "ckpt.pt.link")) and name.endswith(".tmp"):
@@ -762,9 +769,9 @@ def main(argv: Optional[list[str]] = None) -> None:
                                   f"this run asks for {getattr(cfg, key)!r})")
     else:
         cfg = resolve_config({}, config_name, overrides)
-        if os.path.isfile(latest):
-            raise ConfigError(f"{latest} exists: continue it with --init_from=resume, or choose another "
-                              f"--out_dir (or delete it)")
+        if os.path.isfile(latest) and not cfg.overwrite:
+            raise ConfigError(f"{latest} exists: continue it with --init_from=resume, start afresh with "
+                              f"--overwrite=true, or choose another --out_dir")
     device_hint = "cuda" if (cfg.device == "auto" and torch.cuda.is_available()) or cfg.device.startswith("cuda") else "cpu"
     world_size, local_rank = setup_distributed(device_hint)
     try:

@@ -451,6 +451,10 @@ def test_missing_data_existing_run_and_missing_checkpoint_are_clear_errors(data_
     train.main([*TINY, f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=1"])
     with pytest.raises(train.ConfigError, match="ckpt.pt exists: continue it with --init_from=resume"):
         train.main([*TINY, f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=1"])
+    # --overwrite=true starts afresh: the old run's checkpoints and log are gone
+    train.main([*TINY, f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=2", "--overwrite=true"])
+    assert [r["event"] for r in records(out) if r.get("event")] == ["start"]
+    assert sorted(losses(out)) == [1, 2] and final_state(out)["step"] == 2
     with pytest.raises(train.ConfigError, match="--block_size cannot change when resuming"):
         train.main([f"--out_dir={out}", "--init_from=resume", "--block_size=16"])
     (out / "ckpt.pt").write_bytes(b"not a checkpoint")
