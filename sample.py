@@ -60,15 +60,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def resolve_device_dtype(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
+def resolve_device_dtype(device: str, dtype: str, local_rank: int = 0) -> tuple[torch.device, torch.dtype]:
+    """--device and --dtype as torch objects. auto: this process's GPU (cuda:local_rank under
+    torchrun) when there is one, else the CPU; bfloat16 on a GPU that has it, else float32."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(device)
     except RuntimeError:
         raise ValueError(f"--device {device} is not a device; use cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
     if dtype == "auto":
         if device.type == "cuda":
             return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

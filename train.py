@@ -47,6 +47,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model import PRESETS, Phi, PhiConfig, atomic_write, load_model
+from sample import resolve_device_dtype
 
 
 # -----------------------------------------------------------------------------
@@ -341,23 +342,6 @@ def device_peak(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
     return matmul_peak(device, dtype, n), f"measured {str(dtype).removeprefix('torch.')} matmul peak"
 
 
-def resolve_device_dtype(cfg: TrainConfig, local_rank: int) -> tuple[torch.device, torch.dtype]:
-    if cfg.device == "auto":
-        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device={cfg.device}, but PyTorch sees no CUDA GPU; use --device=cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    if cfg.dtype == "auto":
-        if device.type == "cuda":
-            return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return device, torch.float32
-    return device, getattr(torch, cfg.dtype)
-
-
 def set_dropout(model: Phi, p: float) -> None:
     """Set the three dropouts (embedding, residual, attention) of a built model."""
     model.config.embd_pdrop = model.config.resid_pdrop = model.config.attn_pdrop = p
@@ -580,7 +564,7 @@ def evaluate(model, data: np.ndarray, windows: np.ndarray, cfg: TrainConfig, voc
 
 def train(cfg: TrainConfig, ckpt: Optional[dict], world_size: int, local_rank: int) -> None:
     grad_accum = check_config(cfg, world_size)
-    device, dtype = resolve_device_dtype(cfg, local_rank)
+    device, dtype = resolve_device_dtype(cfg.device, cfg.dtype, local_rank)
     master = rank() == 0
     os.makedirs(cfg.out_dir, exist_ok=True)
     if master and ckpt is None and cfg.overwrite:  # the run that was there: checkpoints, log, export

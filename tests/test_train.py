@@ -116,7 +116,7 @@ def test_default_config_is_the_phi_1_5_recipe():
     assert train.check_config(cfg, world_size=8) == 32  # 2048 = 8 per GPU x 8 GPUs x 32 accumulation steps
     assert train.lr_at(0, cfg) == train.lr_at(30000, cfg) == 2e-4
     if not torch.cuda.is_available():
-        assert train.resolve_device_dtype(cfg, 0) == (torch.device("cpu"), torch.float32)
+        assert train.resolve_device_dtype(cfg.device, cfg.dtype, 0) == (torch.device("cpu"), torch.float32)
 
 
 def test_weight_decay_applies_to_matrices_only():
