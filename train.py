@@ -554,7 +554,7 @@ def evaluate(model, data: np.ndarray, windows: np.ndarray, cfg: TrainConfig, voc
     for i in range(0, len(mine), cfg.batch_size):
         x, y = get_batch(data, mine[i:i + cfg.batch_size], cfg.block_size, vocab_size, device)
         with autocast:
-            _, loss = model(x, y)
+            _, loss = model(x, y, return_logits=False)
         total += torch.stack([loss.double() * len(x), torch.tensor(len(x), dtype=torch.float64, device=device)])
     if dist.is_initialized():
         dist.all_reduce(total)
@@ -662,7 +662,8 @@ def train(cfg: TrainConfig, ckpt: Optional[dict], world_size: int, local_rank: i
                 raw.set_requires_gradient_sync(last)
             sync = model.no_sync() if isinstance(model, DDP) and not last else nullcontext()
             with sync, autocast:
-                _, loss = model(x, y)
+                # no logits needed: with the Triton kernels the loss is fused with lm_head, chunked
+                _, loss = model(x, y, return_logits=False)
                 loss = loss / grad_accum
             scaler.scale(loss).backward()
             loss_sum += loss.detach().float()
