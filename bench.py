@@ -197,6 +197,14 @@ def median_seconds(fn, device: torch.device, repeats: int = 10, inner: int = 10)
     return statistics.median(times)
 
 
+def fwd_bwd_seconds(f, inputs: tuple, grad_out: torch.Tensor, device: torch.device, repeats: int):
+    """Seconds per call of f(*inputs) alone, and of it with the backward to every input."""
+    with torch.no_grad():
+        t_fwd = median_seconds(lambda: f(*inputs), device, repeats=repeats)
+    t_all = median_seconds(lambda: torch.autograd.grad(f(*inputs), inputs, grad_out), device, repeats=repeats)
+    return t_fwd, t_all
+
+
 def copy_bandwidth(device: torch.device, nbytes: int = 1 << 30) -> float:
     """Measured bytes/s of a device-to-device copy (read + write): the roof for memory-bound kernels."""
     src = torch.empty(nbytes // 2, dtype=torch.bfloat16, device=device)
@@ -231,9 +239,7 @@ def bench_kernels(args) -> None:
     }
     outputs, rows = {}, {}
     for name, f in contenders.items():
-        with torch.no_grad():
-            t_fwd = median_seconds(lambda: f(q, k, v), device, repeats=args.repeats)
-        t_all = median_seconds(lambda: torch.autograd.grad(f(q, k, v), (q, k, v), do), device, repeats=args.repeats)
+        t_fwd, t_all = fwd_bwd_seconds(f, (q, k, v), do, device, args.repeats)
         outputs[name] = f(q, k, v).detach()
         rows[name] = (fwd_flops / t_fwd, 2.5 * fwd_flops / (t_all - t_fwd), 3.5 * fwd_flops / t_all)
     diff = (outputs["kernels.attention"].float() - outputs["F.scaled_dot_product_attention"].float()).abs().max()
@@ -260,9 +266,7 @@ def bench_kernels(args) -> None:
     }
     outputs, rows = {}, {}
     for name, f in contenders.items():
-        with torch.no_grad():
-            t_fwd = median_seconds(lambda: f(x, w, b), device, repeats=args.repeats)
-        t_all = median_seconds(lambda: torch.autograd.grad(f(x, w, b), (x, w, b), dy), device, repeats=args.repeats)
+        t_fwd, t_all = fwd_bwd_seconds(f, (x, w, b), dy, device, args.repeats)
         outputs[name] = f(x, w, b).detach()
         rows[name] = (2 * size / t_fwd, 3 * size / (t_all - t_fwd), 5 * size / t_all)
     diff = (outputs["kernels.layer_norm"].float() - outputs["F.layer_norm"].float()).abs().max()
