@@ -154,8 +154,8 @@ PRESETS = {
 
 
 # -----------------------------------------------------------------------------
-# The building blocks. LayerNorm and attend() are the seams where Triton kernels (kernels.py)
-# replace PyTorch on CUDA.
+# The building blocks. LayerNorm, attend(), the rotary embedding and the MLP's GELU are where
+# kernels.py's Triton kernels replace PyTorch on CUDA (see use_triton).
 
 def use_triton(kernels: str, x: torch.Tensor) -> bool:
     """Whether PhiConfig.kernels picks kernels.py's Triton kernels for tensors like x. kernels.py
