@@ -407,10 +407,6 @@ class Phi(nn.Module):
                 block.self_attn.kv_cache = KVCache(batch_size, max_seq_len, self.config.n_head,
                                                    self.config.head_dim, p.dtype, p.device)
 
-    def clear_cache(self) -> None:
-        for block in self.model.layers:
-            block.self_attn.kv_cache = None
-
     @torch.inference_mode()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: Optional[int] = None, top_p: Optional[float] = None,
