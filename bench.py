@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from model import Phi, PhiConfig
+from model import Phi, PhiConfig, linear_cross_entropy
 
 
 def machine() -> str:
@@ -287,7 +287,7 @@ def bench_kernels(args) -> None:
     targets = torch.randint(0, V, (M,), device=device)
     contenders = {
         "F.linear + F.cross_entropy": lambda: F.cross_entropy(F.linear(x, w_head, b_head).float(), targets),
-        "kernels.linear_cross_entropy": lambda: kernels.linear_cross_entropy(x, w_head, b_head, targets),
+        "model.linear_cross_entropy": lambda: linear_cross_entropy(x, w_head, b_head, targets, kernels="triton"),
     }
     losses, rows = {}, {}
     for name, f in contenders.items():
@@ -342,8 +342,9 @@ def bench_train(args) -> None:
     contenders = [
         # shift_labels: the targets as given, so that transformers' loss covers the same T positions
         ("transformers", stepper(hf, lambda: hf(input_ids=x, labels=y, shift_labels=y).loss)),
-        ("nanophi", stepper(ours, lambda: ours(x, y)[1])),
-        ("nanophi --compile", stepper(compiled_model, lambda: compiled(x, y)[1])),
+        # return_logits=False, as train.py: the fused, chunked lm_head + loss
+        ("nanophi", stepper(ours, lambda: ours(x, y, return_logits=False)[1])),
+        ("nanophi --compile", stepper(compiled_model, lambda: compiled(x, y, return_logits=False)[1])),
     ]
     results, first_loss = {}, {}
     for name, step in contenders:

@@ -5,7 +5,7 @@ Triton kernels for phi, each with its backward; model.py uses them on CUDA (see 
     layer_norm(x, weight, bias, eps)                (x - mean) / sqrt(var + eps) * weight + bias
     rope(x, cos, sin)                               partial rotary embedding, rotate-half
     gelu_tanh(x)                                    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-    linear_cross_entropy(x, weight, bias, targets)  cross_entropy(x weight^T + bias), chunked
+    cross_entropy_rows_(logits, targets, losses)    per row: logsumexp - target logit; softmax - onehot
 
 All are differentiable (torch.autograd.Function) and compute in float32 whatever the input dtype
 (float16, bfloat16, float32). On a machine without a GPU the same kernels run on CPU tensors through
@@ -731,16 +731,14 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
 
 
 # =============================================================================
-# Cross-entropy over a large vocabulary, fused with the lm_head and chunked
+# Cross-entropy over a large vocabulary: the per-row step of model.linear_cross_entropy
 #
-#     loss = mean over rows r with a target of  logsumexp_v(z_rv) - z_r,target_r,   z = x W^T + b
-#     dloss/dz_rv = (softmax(z_r)_v - [v == target_r]) / n_rows
-# The logits of phi's 51200-word vocabulary are big: for 8 x 2048 tokens, 1.7 GB in bfloat16 and
-# 3.4 GB more in float32 for the softmax, and as much again for their gradient. Here they exist
-# only for chunk_rows rows at a time, in x's dtype: the kernel below reads a chunk's logits once
-# for the logsumexp and once more to overwrite them, in place, with their gradient; then dx, dW
-# and db of the chunk are three matmuls. Everything the backward needs is computed in the forward
-# (the loss is a scalar, so the backward only scales it by the incoming gradient).
+#     loss_r = logsumexp_v(z_rv) - z_r,target_r          dloss_r/dz_rv = softmax(z_r)_v - [v == target_r]
+# model.linear_cross_entropy computes the logits z = x W^T + b a chunk of rows at a time (phi's
+# 51200-word vocabulary makes the whole (tokens, vocab) tensor the biggest of training) and hands
+# each chunk here: one program per row reads the row once for the logsumexp (online, as attention's
+# softmax) and once more to overwrite it, in place, with its gradient. dx, dW and db of the chunk
+# are then three matmuls, back in model.py.
 
 @triton.jit
 def _cross_entropy_rows(LOGITS, TARGETS, LOSS, stride_l, V, ignore_index, GRAD: tl.constexpr,
@@ -773,62 +771,20 @@ def _cross_entropy_rows(LOGITS, TARGETS, LOSS, stride_l, V, ignore_index, GRAD: 
             tl.store(base + v, g.to(LOGITS.dtype.element_ty), mask=v < V)
 
 
-class _LinearCrossEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, targets, ignore_index, chunk_rows, grad):
-        M = x.shape[0]
-        V = weight.shape[0]
-        n = (targets != ignore_index).sum()  # rows counted, on the device
-        losses = torch.empty(M, dtype=torch.float32, device=x.device)
-        if grad:
-            dx = torch.empty_like(x)
-            dw = torch.zeros(weight.shape, dtype=torch.float32, device=x.device)
-            db = torch.zeros(V, dtype=torch.float32, device=x.device)
-        for start in range(0, M, chunk_rows):
-            rows = slice(start, start + chunk_rows)
-            logits = torch.addmm(bias, x[rows], weight.t())  # (rows, V), x's dtype
-            _cross_entropy_rows[(logits.shape[0],)](logits, targets[rows], losses[rows], logits.stride(0), V,
-                                                    ignore_index, GRAD=grad,
-                                                    BLOCK_V=1024 if INTERPRET else 4096, num_warps=8)
-            if grad:  # logits now hold softmax - onehot
-                dx[rows] = logits @ weight
-                dw += logits.t() @ x[rows]
-                db += logits.sum(0, dtype=torch.float32)
-        inv_n = 1.0 / n  # a 0-dim float32 tensor: no host synchronisation
-        if grad:
-            ctx.save_for_backward(dx.mul_(inv_n), (dw * inv_n).to(weight.dtype), (db * inv_n).to(bias.dtype))
-        return losses.sum() * inv_n
-
-    @staticmethod
-    def backward(ctx, dloss):
-        dx, dw, db = ctx.saved_tensors
-        return dx * dloss, dw * dloss, db * dloss, None, None, None, None
-
-
-def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
-                         ignore_index: int = -1, chunk_rows: int = 2048) -> torch.Tensor:
-    """F.cross_entropy(x @ weight.T + bias, targets, ignore_index=ignore_index) (the mean over the
-    rows whose target is not ignore_index), differentiable in x, weight and bias, without ever
-    holding more than chunk_rows rows of logits. x (..., C), targets x's leading shape, weight (V, C)."""
-    C = x.shape[-1]
-    if weight.dim() != 2 or weight.shape[1] != C or bias.shape != (weight.shape[0],):
-        raise ValueError(f"linear_cross_entropy: x (..., C) needs weight (V, C) and bias (V,); got x "
-                         f"{tuple(x.shape)}, weight {tuple(weight.shape)}, bias {tuple(bias.shape)}")
-    if targets.shape != x.shape[:-1] or targets.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"linear_cross_entropy: targets must be integers of shape {tuple(x.shape[:-1])}, "
-                         f"got {targets.dtype} {tuple(targets.shape)}")
-    if not (x.dtype == weight.dtype == bias.dtype) or x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        raise ValueError(f"linear_cross_entropy: x, weight, bias must share one dtype of float16, bfloat16, "
-                         f"float32; got {x.dtype}, {weight.dtype}, {bias.dtype}")
-    if chunk_rows < 1:
-        raise ValueError(f"linear_cross_entropy: chunk_rows must be positive, got {chunk_rows}")
-    _check_device(x, weight, bias, targets)
-    V = weight.shape[0]
-    bad = ((targets < 0) & (targets != ignore_index)) | (targets >= V)
-    if bool(bad.any()):
-        raise ValueError(f"linear_cross_entropy: target {targets[bad][0].item()} is outside the vocabulary "
-                         f"[0, {V}) and is not ignore_index ({ignore_index})")
-    # the gradients are computed in the forward, only when they will be asked for
-    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, bias))
-    return _LinearCrossEntropy.apply(x.reshape(-1, C).contiguous(), weight.contiguous(), bias.contiguous(),
-                                     targets.reshape(-1).contiguous(), int(ignore_index), int(chunk_rows), grad)
+def cross_entropy_rows_(logits: torch.Tensor, targets: torch.Tensor, losses: torch.Tensor,
+                        ignore_index: int, grad: bool) -> None:
+    """For each row r of logits (R, V): losses[r] = logsumexp(z_r) - z_r,targets[r] (0 where the
+    target is ignore_index), in float32; with grad, logits[r] overwritten in place by
+    softmax(z_r) - onehot(targets[r]) (zeros for an ignored row). model.linear_cross_entropy calls it
+    on each chunk; model.cross_entropy_rows_ is the PyTorch version."""
+    if logits.dtype not in (torch.float16, torch.bfloat16, torch.float32) or losses.dtype != torch.float32:
+        raise ValueError(f"cross_entropy_rows_: logits float16, bfloat16 or float32 and losses float32; got "
+                         f"{logits.dtype} and {losses.dtype}")
+    if logits.stride(1) != 1 or not targets.is_contiguous() or not losses.is_contiguous():
+        raise ValueError("cross_entropy_rows_: logits rows, targets and losses must be contiguous")
+    _check_device(logits, targets, losses)
+    if logits.shape[0] == 0:
+        return
+    _cross_entropy_rows[(logits.shape[0],)](logits, targets, losses, logits.stride(0), logits.shape[1],
+                                            ignore_index, GRAD=grad, BLOCK_V=1024 if INTERPRET else 4096,
+                                            num_warps=8)

@@ -248,6 +248,135 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 # -----------------------------------------------------------------------------
+# The loss: lm_head and cross-entropy, fused and chunked
+#
+#     loss = mean over the rows r with a target of  logsumexp_v(z_rv) - z_r,target_r,   z = x W^T + b
+#     dloss/dz_rv = (softmax(z_r)_v - [v == target_r]) / n_rows
+# phi's 51200-word vocabulary makes the logits the biggest tensor of training (B*T x 51200; 0.4 GB
+# for 4 x 512 tokens in float32), and the plain loss makes four of them: the logits, log_softmax,
+# and two gradients. Here one workspace of chunk_rows rows is reused: a chunk's logits are computed
+# into it, overwritten in place with their gradient, and turned into dx, dW and db by three matmuls
+# right away, in the forward (the loss is a scalar: the backward only scales). The flops are the
+# plain loss's; what goes is the memory, and on the CPU the time of touching it: a fresh 0.4 GB
+# tensor costs ~90 ms of page faults each time, a reused one nothing.
+
+def cross_entropy_rows_(logits: torch.Tensor, targets: torch.Tensor, losses: torch.Tensor,
+                        ignore_index: int, grad: bool) -> None:
+    """For each row r of logits (R, V): losses[r] = logsumexp(z_r) - z_r,targets[r] (0 where the
+    target is ignore_index), and with grad, logits[r] overwritten by softmax(z_r) - onehot(targets[r])
+    (zeros for an ignored row). In float32 (float64 for float64 logits), as the reference's
+    logits.float(). The PyTorch version of kernels.cross_entropy_rows_."""
+    z = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+    valid = targets != ignore_index
+    t = torch.where(valid, targets, 0)[:, None]
+    z_target = z.gather(1, t)[:, 0]
+    m = z.amax(1, keepdim=True)
+    z.sub_(m).exp_()  # exp(z - max): at most 1, so the sum cannot overflow
+    s = z.sum(1)
+    losses.copy_(torch.where(valid, m[:, 0] + s.log() - z_target, 0.0))
+    if grad:
+        z.mul_((valid / s)[:, None])
+        z.scatter_add_(1, t, -valid.to(z.dtype)[:, None])
+        if z is not logits:
+            logits.copy_(z)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, targets, workspace, ignore_index, needs, kernels):
+        # x (M, C), weight (V, C), bias (V,): one dtype (the autocast one, cast by the caller);
+        # workspace (chunk_rows, V) of that dtype; needs: which of dx, dW, db to compute
+        M, V = x.shape[0], weight.shape[0]
+        rows_ = cross_entropy_rows_
+        if use_triton(kernels, x):
+            from kernels import cross_entropy_rows_ as rows_
+        # dW and db add up M rows: in float32 for lower precisions (float64 stays float64)
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        n = (targets != ignore_index).sum()  # rows counted, on the device
+        losses = torch.empty(M, dtype=acc, device=x.device)
+        dx = torch.empty_like(x) if needs[0] else None
+        dw = torch.zeros(weight.shape, dtype=acc, device=x.device) if needs[1] else None
+        db = torch.zeros(V, dtype=acc, device=x.device) if needs[2] else None
+        grad = any(needs)
+        for start in range(0, M, workspace.shape[0]):
+            rows = slice(start, min(start + workspace.shape[0], M))
+            z = workspace[: rows.stop - start]
+            torch.addmm(bias, x[rows], weight.t(), out=z)
+            rows_(z, targets[rows], losses[rows], ignore_index, grad)
+            if dx is not None:  # z now holds softmax - onehot
+                torch.mm(z, weight, out=dx[rows])
+            if dw is not None:
+                if z.dtype == acc:
+                    dw.addmm_(z.t(), x[rows])
+                else:
+                    dw += z.t() @ x[rows]
+            if db is not None:
+                db += z.sum(0, dtype=acc)
+        inv_n = 1.0 / n.to(acc)  # a 0-dim tensor: no host synchronisation
+        ctx.grads = [g.mul_(inv_n) if g is not None else None for g in (dx, dw, db)]
+        ctx.dtypes = (x.dtype, weight.dtype, bias.dtype)
+        return losses.sum() * inv_n
+
+    @staticmethod
+    def backward(ctx, dloss):
+        if ctx.grads is None:
+            raise RuntimeError("linear_cross_entropy: backward through the same loss twice; its gradients "
+                               "are made in the forward and used up by the first backward")
+        grads, ctx.grads = ctx.grads, None
+        # scaled in place: these tensors belong to this loss alone
+        grads = [g.mul_(dloss).to(dt) if g is not None else None for g, dt in zip(grads, ctx.dtypes)]
+        return (*grads, None, None, None, None, None)
+
+
+def logits_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype lm_head(x) has: autocast's where autocast is on, x's otherwise."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
+@torch.compiler.disable  # eager under torch.compile: three matmuls per chunk, nothing for a compiler to fuse
+def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
+                         ignore_index: int = -1, chunk_rows: Optional[int] = None, kernels: str = "auto",
+                         workspace: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """F.cross_entropy(F.linear(x, weight, bias).float(), targets, ignore_index=ignore_index) (the
+    mean over the rows whose target is not ignore_index), differentiable in x, weight and bias,
+    without ever holding more than chunk_rows rows of logits. x (..., C), targets x's leading shape,
+    weight (V, C), bias (V,). The logits are in the autocast dtype where autocast is on, x's
+    otherwise, and their softmax in float32, as the reference. kernels: as PhiConfig.kernels, for the
+    softmax step. workspace: a (rows, V) tensor of the logits' dtype to reuse (see Phi.forward);
+    without one, chunk_rows (default: 256 MiB of logits) are allocated."""
+    C = x.shape[-1]
+    if weight.dim() != 2 or weight.shape[1] != C or bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear_cross_entropy: x (..., C) needs weight (V, C) and bias (V,); got x "
+                         f"{tuple(x.shape)}, weight {tuple(weight.shape)}, bias {tuple(bias.shape)}")
+    if targets.shape != x.shape[:-1] or targets.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"linear_cross_entropy: targets must be integers of shape {tuple(x.shape[:-1])}, "
+                         f"got {targets.dtype} {tuple(targets.shape)}")
+    if len({t.device for t in (x, weight, bias, targets)}) != 1:
+        raise ValueError("linear_cross_entropy: x, weight, bias and targets must be on one device")
+    V = weight.shape[0]
+    bad = ((targets < 0) & (targets != ignore_index)) | (targets >= V)
+    if bool(bad.any()):  # the kernels would read out of bounds
+        raise ValueError(f"linear_cross_entropy: target {targets[bad][0].item()} is outside the vocabulary "
+                         f"[0, {V}) and is not ignore_index ({ignore_index})")
+    dtype = logits_dtype(x)
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        raise ValueError(f"linear_cross_entropy: logits must be float16, bfloat16, float32 or float64, not {dtype}")
+    if workspace is None:
+        rows = chunk_rows or max(1, (256 << 20) // (V * dtype.itemsize))
+        workspace = torch.empty(min(rows, max(1, targets.numel())), V, dtype=dtype, device=x.device)
+    elif workspace.shape[1:] != (V,) or workspace.dtype != dtype or workspace.device != x.device:
+        raise ValueError(f"linear_cross_entropy: workspace must be (rows, {V}) {dtype} on {x.device}, got "
+                         f"{tuple(workspace.shape)} {workspace.dtype} on {workspace.device}")
+    # the gradients are made in the forward, only those that will be asked for
+    needs = tuple(torch.is_grad_enabled() and t.requires_grad for t in (x, weight, bias))
+    with torch.autocast(x.device.type, enabled=False):
+        return _LinearCrossEntropy.apply(x.reshape(-1, C).to(dtype).contiguous(), weight.to(dtype).contiguous(),
+                                         bias.to(dtype).contiguous(), targets.reshape(-1), workspace,
+                                         int(ignore_index), needs, kernels)
+
+
+# -----------------------------------------------------------------------------
 # The model, in the order data flows
 
 class KVCache(nn.Module):
@@ -352,6 +481,19 @@ class Phi(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    @torch.compiler.disable
+    def loss(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """linear_cross_entropy of lm_head(x) against targets (-1 ignored), with a workspace kept on
+        the model and reused every step: up to 256 MiB of logits (a plain attribute, not a buffer, so
+        it is never saved, moved or broadcast; it is remade when the device or dtype changes)."""
+        V, dtype = self.config.vocab_size, logits_dtype(x)
+        rows = min(max(1, (256 << 20) // (V * dtype.itemsize)), max(1, targets.numel()))
+        ws = getattr(self, "_loss_workspace", None)
+        if ws is None or ws.shape[0] < rows or ws.dtype != dtype or ws.device != x.device:
+            ws = self._loss_workspace = torch.empty(rows, V, dtype=dtype, device=x.device)
+        return linear_cross_entropy(x, self.lm_head.weight, self.lm_head.bias, targets, ignore_index=-1,
+                                    kernels=self.config.kernels, workspace=ws[:rows])
+
     def forward(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None,
                 input_pos: Optional[torch.Tensor] = None, only_last: bool = False, return_logits: bool = True):
         """idx (B, T) token ids -> (logits, loss).
@@ -360,8 +502,8 @@ class Phi(nn.Module):
         target -1 ignored (nanoGPT's convention). input_pos (T,): positions of idx in the KV cache
         (set up with setup_cache); None means a plain causal forward from position 0.
         only_last: compute logits for the last position only (decoding; saves a (B, T, vocab) matmul).
-        return_logits=False (with targets): return (None, loss); with the Triton kernels the loss is
-        then fused with lm_head and chunked, so the (B, T, vocab) logits never exist at once (training).
+        return_logits=False (with targets): return (None, loss), with the loss fused with lm_head and
+        chunked (linear_cross_entropy), so the (B, T, vocab) logits never exist at once (training).
         """
         B, T = idx.shape
         if input_pos is None:
@@ -381,9 +523,8 @@ class Phi(nn.Module):
         for block in self.model.layers:
             x = block(x, cos, sin, input_pos, mask)
         x = self.model.final_layernorm(x)
-        if targets is not None and not return_logits and use_triton(self.config.kernels, x):
-            from kernels import linear_cross_entropy
-            return None, linear_cross_entropy(x, self.lm_head.weight, self.lm_head.bias, targets, ignore_index=-1)
+        if targets is not None and not return_logits:
+            return None, self.loss(x, targets)
         if targets is not None:
             logits = self.lm_head(x)
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),

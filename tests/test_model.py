@@ -72,6 +72,125 @@ def test_loss_is_mean_next_token_cross_entropy_ignoring_minus_one():
     assert abs(loss.item() - by_hand.item()) < 1e-6 * by_hand.item()
 
 
+
+# The training loss (return_logits=False) is model.linear_cross_entropy: lm_head and the loss fused,
+# a chunk of rows at a time, the gradients made in the forward. On the CPU its softmax step is
+# model.cross_entropy_rows_ (tests/test_kernels.py covers the Triton one).
+
+def cross_entropy_float64(x, w, b, targets):
+    """The reference loss by hand: mean of logsumexp - target logit over rows whose target is not -1."""
+    z = F.linear(x.double(), w.double(), b.double()).reshape(-1, w.shape[0])
+    t = targets.reshape(-1)
+    keep = t != -1
+    return (torch.logsumexp(z[keep], -1) - z[keep].gather(1, t[keep][:, None])[:, 0]).mean()
+
+
+def test_training_loss_and_gradients_match_transformers():
+    hf = make_hf_model("head64_rotary32").train()
+    model = twin(hf).train()
+    idx = torch.randint(0, 1000, (3, 41), generator=torch.Generator().manual_seed(4))
+    x, y = idx[:, :-1], idx[:, 1:].clone()
+    y[0, 2:7] = y[2, 39] = -100
+    hf_loss = hf(input_ids=x, labels=y, shift_labels=y).loss  # -100 is transformers' ignore index
+    hf_loss.backward()
+    y[y == -100] = -1
+    logits, loss = model(x, y, return_logits=False)
+    loss.backward()
+    assert logits is None
+    assert abs(loss.item() - hf_loss.item()) < 1e-6 * hf_loss.item()
+    hf_params = dict(hf.named_parameters())
+    for name, p in model.named_parameters():
+        assert relative_error(p.grad, hf_params[name].grad) < 1e-5, name
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 16, 39, 1000])
+def test_linear_cross_entropy_matches_float64_in_any_chunks(chunk_rows):
+    from model import linear_cross_entropy
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 13, 64, generator=g).requires_grad_()
+    w = (0.3 * torch.randn(3000, 64, generator=g)).requires_grad_()  # logits of std ~2.4
+    b = torch.randn(3000, generator=g).requires_grad_()
+    targets = torch.randint(0, 3000, (3, 13), generator=g)
+    targets[0, 3] = targets[2, 12] = -1
+    loss = linear_cross_entropy(x, w, b, targets, chunk_rows=chunk_rows)
+    (3.0 * loss).backward()  # the backward scales the gradients made in the forward
+    x64, w64, b64 = (t.detach().double().requires_grad_() for t in (x, w, b))
+    ref = cross_entropy_float64(x64, w64, b64, targets)
+    (3.0 * ref).backward()
+    assert loss.dtype == torch.float32 and loss.shape == ()
+    assert abs(loss.item() - ref.item()) < 1e-6 * ref.item()
+    for ours, theirs in ((x.grad, x64.grad), (w.grad, w64.grad), (b.grad, b64.grad)):
+        assert ours.dtype == torch.float32
+        assert relative_error(ours, theirs) < 1e-5
+
+
+def test_linear_cross_entropy_makes_only_the_gradients_asked_for():
+    from model import linear_cross_entropy
+    g = torch.Generator().manual_seed(6)
+    x, w, b = torch.randn(10, 32, generator=g), torch.randn(500, 32, generator=g), torch.randn(500, generator=g)
+    targets = torch.arange(10) * 7
+    ref = cross_entropy_float64(x, w, b, targets).item()
+    with torch.no_grad():
+        assert abs(linear_cross_entropy(x, w, b, targets, chunk_rows=4).item() - ref) < 1e-6 * ref
+    x.requires_grad_()  # a frozen lm_head: dW and db are neither made nor returned
+    loss = linear_cross_entropy(x, w, b, targets, chunk_rows=4)
+    loss.backward()
+    assert w.grad is None and b.grad is None
+    x64 = x.detach().double().requires_grad_()
+    cross_entropy_float64(x64, w, b, targets).backward()
+    assert relative_error(x.grad, x64.grad) < 1e-5
+
+
+def test_linear_cross_entropy_under_bfloat16_autocast_matches_the_plain_loss():
+    # autocast: bfloat16 logits, then float32 for the softmax, as the reference's logits.float()
+    from model import linear_cross_entropy
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(24, 64, generator=g).requires_grad_()
+    w = (0.3 * torch.randn(700, 64, generator=g)).requires_grad_()
+    b = torch.randn(700, generator=g).requires_grad_()
+    targets = torch.randint(0, 700, (24,), generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = F.cross_entropy(F.linear(x, w, b).float(), targets)
+        fused = linear_cross_entropy(x, w, b, targets, chunk_rows=5)
+    expected = torch.autograd.grad(plain, (x, w, b))
+    got = torch.autograd.grad(fused, (x, w, b))
+    assert abs(fused.item() - plain.item()) < 1e-4 * plain.item()
+    for ours, theirs in zip(got, expected):
+        assert ours.dtype == torch.float32
+        assert relative_error(ours, theirs) < 2e-2  # bfloat16 products, summed in another order
+
+
+def test_linear_cross_entropy_refuses_bad_targets_and_a_second_backward():
+    from model import linear_cross_entropy
+    x, w, b = torch.zeros(4, 8, requires_grad=True), torch.zeros(10, 8), torch.zeros(10)
+    with pytest.raises(ValueError, match="target 10 is outside the vocabulary"):
+        linear_cross_entropy(x, w, b, torch.tensor([0, 1, 10, 2]))
+    with pytest.raises(ValueError, match="target -5 is outside"):
+        linear_cross_entropy(x, w, b, torch.tensor([0, -5, 1, 2]))
+    with pytest.raises(ValueError, match="targets must be integers of shape"):
+        linear_cross_entropy(x, w, b, torch.tensor([0, 1, 2]))
+    loss = linear_cross_entropy(x, w, b, torch.tensor([0, 1, 2, 3]))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward through the same loss twice"):
+        loss.backward()
+
+
+def test_training_loss_workspace_follows_batch_size_and_dtype():
+    # the model keeps one logits workspace across calls: a bigger batch, a smaller one and a
+    # float64 model each still get their own correct loss
+    model = Phi(PhiConfig.from_name("phi-test"))
+    for batch, dtype in ((1, torch.float32), (3, torch.float32), (2, torch.float32), (2, torch.float64)):
+        model = model.to(dtype)
+        idx = torch.randint(0, 512, (batch, 17), generator=torch.Generator().manual_seed(batch))
+        x, y = idx[:, :-1], idx[:, 1:]
+        with torch.no_grad():
+            logits, plain = model(x, y)
+            _, fused = model(x, y, return_logits=False)
+        ref = F.cross_entropy(logits.double().reshape(-1, 512), y.reshape(-1))
+        assert fused.dtype == dtype
+        assert abs(fused.item() - ref.item()) < 1e-5 * ref.item()
+    assert model._loss_workspace.dtype == torch.float64
+
 def test_only_last_computes_the_last_row():
     model = Phi(PhiConfig.from_name("phi-test")).eval()
     idx = torch.randint(0, 512, (2, 20))
