@@ -343,8 +343,8 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     without ever holding more than chunk_rows rows of logits. x (..., C), targets x's leading shape,
     weight (V, C), bias (V,). The logits are in the autocast dtype where autocast is on, x's
     otherwise, and their softmax in float32, as the reference. kernels: as PhiConfig.kernels, for the
-    softmax step. workspace: a (rows, V) tensor of the logits' dtype to reuse (see Phi.forward);
-    without one, chunk_rows (default: 256 MiB of logits) are allocated."""
+    softmax step. workspace: a (rows, V) tensor of the logits' dtype to reuse, rows at a time (see
+    Phi.loss); without one, a chunk of chunk_rows rows (default: 256 MiB of logits) is allocated."""
     C = x.shape[-1]
     if weight.dim() != 2 or weight.shape[1] != C or bias.shape != (weight.shape[0],):
         raise ValueError(f"linear_cross_entropy: x (..., C) needs weight (V, C) and bias (V,); got x "
@@ -362,6 +362,8 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     dtype = logits_dtype(x)
     if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise ValueError(f"linear_cross_entropy: logits must be float16, bfloat16, float32 or float64, not {dtype}")
+    if chunk_rows is not None and chunk_rows < 1:
+        raise ValueError(f"linear_cross_entropy: chunk_rows must be positive, got {chunk_rows}")
     if workspace is None:
         rows = chunk_rows or max(1, (256 << 20) // (V * dtype.itemsize))
         workspace = torch.empty(min(rows, max(1, targets.numel())), V, dtype=dtype, device=x.device)
