@@ -6,6 +6,7 @@ Benchmarks that time nanophi and a peer side by side, in one run, and print rati
     python bench.py data                    # data/prepare_textbooks.py vs raw tiktoken, same corpus
     python bench.py kernels                 # kernels.py's Triton attention and LayerNorm vs PyTorch (GPU)
     python bench.py train                   # a training step: nanophi vs transformers' PhiForCausalLM
+    python bench.py loss                    # lm_head + cross-entropy: the fused loss vs the plain one
 
 Numbers depend on the machine: each table names it. MFU is against this machine's measured matmul
 peak (a large square matmul in the same dtype), not a datasheet number.
@@ -279,20 +280,30 @@ def bench_kernels(args) -> None:
     print(f"{'ratio (kernels / torch)':32s} {ours[0] / base[0]:11.2f}x {ours[1] / base[1]:11.2f}x "
           f"{ours[2] / base[2]:15.2f}x")
 
-    # lm_head + cross-entropy, forward and backward: model.py's unfused loss (bfloat16 logits, then
-    # float32 for the softmax) against the chunked one; time and the memory it needs beyond its inputs
-    V = args.vocab
+    loss_table(x, args.vocab, device, dtype, args.repeats, kernels="triton")
+
+
+def loss_table(x: torch.Tensor, V: int, device: torch.device, dtype: torch.dtype, repeats: int,
+               kernels: str) -> None:
+    """lm_head + cross-entropy, forward and backward, for x (M, N): the plain loss (F.linear, then
+    float32 for the softmax) against model.linear_cross_entropy with a workspace reused from call to
+    call, as Phi.loss does; the time, and on CUDA the memory needed beyond the inputs."""
+    import torch.nn.functional as F
+    M, N = x.shape
+    x = x.detach().requires_grad_()
     w_head = (0.02 * torch.randn(V, N, device=device, dtype=dtype)).requires_grad_()
     b_head = torch.zeros(V, device=device, dtype=dtype, requires_grad=True)
     targets = torch.randint(0, V, (M,), device=device)
+    workspace = torch.empty(min(M, max(1, (256 << 20) // (V * dtype.itemsize))), V, device=device, dtype=dtype)
     contenders = {
         "F.linear + F.cross_entropy": lambda: F.cross_entropy(F.linear(x, w_head, b_head).float(), targets),
-        "model.linear_cross_entropy": lambda: linear_cross_entropy(x, w_head, b_head, targets, kernels="triton"),
+        "model.linear_cross_entropy": lambda: linear_cross_entropy(x, w_head, b_head, targets, kernels=kernels,
+                                                                   workspace=workspace),
     }
     losses, rows = {}, {}
     for name, f in contenders.items():
         step = lambda: torch.autograd.grad(f(), (x, w_head, b_head))
-        seconds = median_seconds(step, device, repeats=args.repeats, inner=2)
+        seconds = median_seconds(step, device, repeats=repeats, inner=2)
         if device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -303,74 +314,120 @@ def bench_kernels(args) -> None:
             peak = float("nan")
         losses[name] = f().item()
         rows[name] = (seconds, peak)
-    print(f"\nlm_head + cross-entropy, fwd+bwd, ({M}, {N}) x vocab {V} {args.dtype}, median of {args.repeats} "
+    matmuls = 3 * 2 * M * N * V  # logits, dx and dW
+    print(f"\nlm_head + cross-entropy, fwd+bwd, ({M}, {N}) x vocab {V} {str(dtype)[6:]}, median of {repeats} "
           f"(losses {' and '.join(f'{v:.4f}' for v in losses.values())})")
-    print(f"{'':32s} {'ms':>12s} {'peak GiB':>12s}")
+    print(f"{'':32s} {'ms':>12s} {'GFLOP/s':>12s} {'peak GiB':>12s}")
     for name, (seconds, peak) in rows.items():
-        print(f"{name:32s} {1e3 * seconds:12.2f} {peak:12.2f}")
+        print(f"{name:32s} {1e3 * seconds:12.2f} {matmuls / seconds / 1e9:12.1f} {peak:12.2f}")
+    base, ours = rows["F.linear + F.cross_entropy"][0], rows["model.linear_cross_entropy"][0]
+    print(f"{'ratio (fused / plain)':32s} {base / ours:11.2f}x")
+
+
+def bench_loss(args) -> None:
+    """The training loss alone on any device (bench.py kernels includes it on CUDA, at phi-1.5's width)."""
+    device = torch.device(args.device)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    torch.manual_seed(0)
+    print(f"machine: {machine()}; torch {torch.__version__}")
+    x = torch.randn(args.rows, args.hidden, device=device, dtype=dtype)
+    loss_table(x, args.vocab, device, dtype, args.repeats, kernels="auto")
+
+
+TRAIN_CONTENDERS = ("transformers", "nanophi", "nanophi --compile")
+
+
 def bench_train(args) -> None:
     """One optimizer step (forward, backward, AdamW) on the same batch, from the same weights, with
     the same optimizer (train.make_optimizer: the recipe's AdamW): transformers' PhiForCausalLM
-    (its own loss, sdpa attention), nanophi, and nanophi compiled as train.py --compile=true does."""
-    import copy
-    from train import TrainConfig, flops_per_token, make_optimizer
+    (its own loss, sdpa attention), nanophi (its loss as train.py asks for it: return_logits=False),
+    and nanophi compiled as train.py --compile=true does.
+
+    Each contender runs in a process of its own (bench.py train --only NAME), as a training run
+    would: in one shared process the contenders' memory affects each other's speed (transformers'
+    step allocates ~2 GB of fresh tensors a step, and was measured 20-25% slower next to another
+    model than alone). The processes take turns, rounds times, so that drifts in machine load hit
+    every contender alike; the table shows the median over all their timed steps."""
+    if args.only:
+        print(json.dumps(train_steps(args)))
+        return
+    import subprocess
+    from train import flops_per_token
     device = torch.device(args.device)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     cfg = PhiConfig.from_name(args.shape)
-    torch.manual_seed(0)
-    with torch.device(device):
-        ours = Phi(cfg).train()
-    hf = hf_twin(copy.deepcopy(ours)).train()  # its own copy of the same weights
-    compiled_model = copy.deepcopy(ours)
-    compiled = torch.compile(compiled_model)
-    tokens = torch.randint(0, 50000, (args.batch, args.seq_len + 1), device=device)
-    x, y = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-
-    def stepper(model, loss_of):
-        opt = make_optimizer(model, TrainConfig(), device)
-
-        def step():
-            with autocast:
-                loss = loss_of()
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            return loss.item()
-        return step
-
-    contenders = [
-        # shift_labels: the targets as given, so that transformers' loss covers the same T positions
-        ("transformers", stepper(hf, lambda: hf(input_ids=x, labels=y, shift_labels=y).loss)),
-        # return_logits=False, as train.py: the fused, chunked lm_head + loss
-        ("nanophi", stepper(ours, lambda: ours(x, y, return_logits=False)[1])),
-        ("nanophi --compile", stepper(compiled_model, lambda: compiled(x, y, return_logits=False)[1])),
-    ]
     results, first_loss = {}, {}
-    for name, step in contenders:
-        t0 = time.perf_counter()
-        first_loss[name] = step()  # warm-up (and compilation); from the same weights for all
-        sync(device)
-        print(f"  warm-up {name}: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-    for _ in range(args.repeats):  # interleaved, so drifts in machine load hit every contender alike
-        for name, step in contenders:
-            sync(device)
-            t0 = time.perf_counter()
-            step()
-            sync(device)
-            results.setdefault(name, []).append(args.batch * args.seq_len / (time.perf_counter() - t0))
-
+    for _ in range(args.rounds):
+        for name in TRAIN_CONTENDERS:
+            cmd = [sys.executable, os.path.abspath(__file__), "train", "--only", name, "--shape", args.shape,
+                   "--batch", str(args.batch), "--seq_len", str(args.seq_len), "--repeats", str(args.repeats),
+                   "--device", args.device, "--dtype", args.dtype]
+            out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+            if out.returncode != 0:
+                sys.exit(f"bench.py train: the {name!r} process failed (exit {out.returncode}); its error is above")
+            run = json.loads(out.stdout.strip().splitlines()[-1])
+            results.setdefault(name, []).extend(run["tokens_per_s"])
+            first_loss[name] = run["first_loss"]
     peak = matmul_peak(device, dtype)
     flops = flops_per_token(cfg, args.seq_len)
     base = statistics.median(results["transformers"])
-    print(f"\ntraining step (forward, backward, AdamW), {args.shape} ({ours.num_params() / 1e6:.0f}M params), "
-          f"batch {args.batch} x {args.seq_len} tokens, {args.dtype}, median of {args.repeats}")
+    with torch.device("meta"):  # shapes only
+        n_params = Phi(cfg).num_params()
+    print(f"\ntraining step (forward, backward, AdamW), {args.shape} ({n_params / 1e6:.0f}M params), "
+          f"batch {args.batch} x {args.seq_len} tokens, {args.dtype}, median of {args.rounds} x {args.repeats} "
+          f"steps, each contender in its own process")
     print(f"machine: {machine()}; measured matmul peak {peak / 1e9:.0f} GFLOP/s")
     print(f"{'':20s} {'tokens/s':>10s} {'vs transformers':>16s} {'MFU':>8s}  first-step loss")
-    for name, _ in contenders:
+    for name in TRAIN_CONTENDERS:
         tps = statistics.median(results[name])
         print(f"{name:20s} {tps:10.1f} {tps / base:15.2f}x {100 * tps * flops / peak:7.2f}%  "
               f"{first_loss[name]:.6f}")
+
+
+def train_steps(args) -> dict:
+    """The child of bench_train: one contender, warmed up (and compiled), then args.repeats timed
+    steps. The same seed gives every contender the same weights and batch."""
+    from train import TrainConfig, make_optimizer
+    device = torch.device(args.device)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    torch.manual_seed(0)
+    with torch.device(device):
+        ours = Phi(PhiConfig.from_name(args.shape)).train()
+    tokens = torch.randint(0, 50000, (args.batch, args.seq_len + 1), device=device)
+    x, y = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+    if args.only == "transformers":
+        model = hf_twin(ours).train()  # the same weight tensors
+        # shift_labels: the targets as given, so that transformers' loss covers the same T positions
+        loss_of = lambda: model(input_ids=x, labels=y, shift_labels=y).loss
+    elif args.only in ("nanophi", "nanophi --compile"):
+        model = ours
+        forward = torch.compile(ours) if args.only == "nanophi --compile" else ours
+        loss_of = lambda: forward(x, y, return_logits=False)[1]
+    else:
+        sys.exit(f"bench.py train: --only {args.only!r}: choose one of {', '.join(TRAIN_CONTENDERS)}")
+    opt = make_optimizer(model, TrainConfig(), device)
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    def step():
+        with autocast:
+            loss = loss_of()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.item()
+
+    t0 = time.perf_counter()
+    first_loss = step()  # warm-up (and compilation)
+    sync(device)
+    print(f"  warm-up {args.only}: {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    tokens_per_s = []
+    for _ in range(args.repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        step()
+        sync(device)
+        tokens_per_s.append(args.batch * args.seq_len / (time.perf_counter() - t0))
+    return {"first_loss": first_loss, "tokens_per_s": tokens_per_s}
 
 
 def main(argv=None) -> None:
@@ -405,8 +462,18 @@ def main(argv=None) -> None:
     t.add_argument("--repeats", type=int, default=5)
     t.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="autocast dtype")
+    t.add_argument("--rounds", type=int, default=2, help="turns each contender's process takes")
+    t.add_argument("--only", default=None, help=argparse.SUPPRESS)  # the child process of one contender
+    lo = sub.add_parser("loss", help="lm_head + cross-entropy, forward and backward: fused against plain")
+    lo.add_argument("--rows", type=int, default=4 * 512, help="tokens (batch x sequence length)")
+    lo.add_argument("--hidden", type=int, default=512)
+    lo.add_argument("--vocab", type=int, default=51200)
+    lo.add_argument("--repeats", type=int, default=5)
+    lo.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    lo.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = p.parse_args(argv)
-    {"sample": bench_sample, "data": bench_data, "kernels": bench_kernels, "train": bench_train}[args.what](args)
+    {"sample": bench_sample, "data": bench_data, "kernels": bench_kernels, "train": bench_train,
+     "loss": bench_loss}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -295,7 +295,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         n = (targets != ignore_index).sum()  # rows counted, on the device
         losses = torch.empty(M, dtype=acc, device=x.device)
         dx = torch.empty_like(x) if needs[0] else None
-        dw = torch.zeros(weight.shape, dtype=acc, device=x.device) if needs[1] else None
+        dw = torch.empty(weight.shape, dtype=acc, device=x.device) if needs[1] else None  # set by chunk 0
         db = torch.zeros(V, dtype=acc, device=x.device) if needs[2] else None
         grad = any(needs)
         for start in range(0, M, workspace.shape[0]):
@@ -305,11 +305,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
             rows_(z, targets[rows], losses[rows], ignore_index, grad)
             if dx is not None:  # z now holds softmax - onehot
                 torch.mm(z, weight, out=dx[rows])
-            if dw is not None:
-                if z.dtype == acc:
-                    dw.addmm_(z.t(), x[rows])
-                else:
-                    dw += z.t() @ x[rows]
+            if dw is not None and z.dtype == acc:
+                torch.addmm(dw, z.t(), x[rows], beta=0 if start == 0 else 1, out=dw)
+            elif dw is not None:
+                dw.copy_(z.t() @ x[rows]) if start == 0 else dw.add_(z.t() @ x[rows])
             if db is not None:
                 db += z.sum(0, dtype=acc)
         inv_n = 1.0 / n.to(acc)  # a 0-dim tensor: no host synchronisation
