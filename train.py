@@ -664,7 +664,7 @@ def train(cfg: TrainConfig, ckpt: Optional[dict], world_size: int, local_rank: i
                 raw.set_requires_gradient_sync(last)
             sync = model.no_sync() if isinstance(model, DDP) and not last else nullcontext()
             with sync, autocast:
-                # no logits needed: with the Triton kernels the loss is fused with lm_head, chunked
+                # no logits needed: the loss is fused with lm_head and chunked (model.linear_cross_entropy)
                 _, loss = model(x, y, return_logits=False)
                 loss = loss / grad_accum
             scaler.scale(loss).backward()
