@@ -7,8 +7,9 @@ Triton kernels for phi, each with its backward; model.py uses them on CUDA (see 
     gelu_tanh(x)                                    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
     cross_entropy_rows_(logits, targets, losses)    per row: logsumexp - target logit; softmax - onehot
 
-All are differentiable (torch.autograd.Function) and compute in float32 whatever the input dtype
-(float16, bfloat16, float32). On a machine without a GPU the same kernels run on CPU tensors through
+All but cross_entropy_rows_ (an in-place step inside model.linear_cross_entropy, which is
+differentiable) are differentiable (torch.autograd.Function), and all compute in float32 whatever
+the input dtype (float16, bfloat16, float32). On a machine without a GPU the same kernels run on CPU tensors through
 Triton's interpreter: set TRITON_INTERPRET=1 before triton is first imported (tests/conftest.py
 does). tests/compile_kernels.py compiles them for a GPU without one.
 

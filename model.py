@@ -359,6 +359,9 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         raise ValueError(f"linear_cross_entropy: target {targets[bad][0].item()} is outside the vocabulary "
                          f"[0, {V}) and is not ignore_index ({ignore_index})")
     dtype = logits_dtype(x)
+    if not torch.is_autocast_enabled(x.device.type) and not (x.dtype == weight.dtype == bias.dtype):
+        raise ValueError(f"linear_cross_entropy: x, weight and bias must share one dtype (or run under autocast); "
+                         f"got {x.dtype}, {weight.dtype}, {bias.dtype}")
     if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         raise ValueError(f"linear_cross_entropy: logits must be float16, bfloat16, float32 or float64, not {dtype}")
     if chunk_rows is not None and chunk_rows < 1:

@@ -169,6 +169,8 @@ def test_linear_cross_entropy_refuses_bad_targets_and_a_second_backward():
         linear_cross_entropy(x, w, b, torch.tensor([0, -5, 1, 2]))
     with pytest.raises(ValueError, match="targets must be integers of shape"):
         linear_cross_entropy(x, w, b, torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="must share one dtype"):
+        linear_cross_entropy(x, w.double(), b, torch.tensor([0, 1, 2, 3]))
     with pytest.raises(ValueError, match="chunk_rows must be positive"):
         linear_cross_entropy(x, w, b, torch.tensor([0, 1, 2, 3]), chunk_rows=0)
     loss = linear_cross_entropy(x, w, b, torch.tensor([0, 1, 2, 3]))
