@@ -84,7 +84,7 @@ def bench_sample(args) -> None:
     with torch.device(device):
         model = Phi(cfg).to(dtype).eval()
     hf = hf_twin(model)
-    prompt = torch.randint(0, 50000, (1, args.prompt_len), device=device)
+    prompt = torch.randint(0, min(50000, cfg.vocab_size), (1, args.prompt_len), device=device)
     n = args.new_tokens
 
     def run_ours(step=None):
@@ -391,9 +391,10 @@ def train_steps(args) -> dict:
     device = torch.device(args.device)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     torch.manual_seed(0)
+    cfg = PhiConfig.from_name(args.shape)
     with torch.device(device):
-        ours = Phi(PhiConfig.from_name(args.shape)).train()
-    tokens = torch.randint(0, 50000, (args.batch, args.seq_len + 1), device=device)
+        ours = Phi(cfg).train()
+    tokens = torch.randint(0, min(50000, cfg.vocab_size), (args.batch, args.seq_len + 1), device=device)
     x, y = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
     if args.only == "transformers":
         model = hf_twin(ours).train()  # the same weight tensors
