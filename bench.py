@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from model import Phi, PhiConfig, linear_cross_entropy
+from model import Phi, PhiConfig, linear_cross_entropy, rows_per_chunk
 
 
 def machine() -> str:
@@ -294,7 +294,7 @@ def loss_table(x: torch.Tensor, V: int, device: torch.device, dtype: torch.dtype
     w_head = (0.02 * torch.randn(V, N, device=device, dtype=dtype)).requires_grad_()
     b_head = torch.zeros(V, device=device, dtype=dtype, requires_grad=True)
     targets = torch.randint(0, V, (M,), device=device)
-    workspace = torch.empty(min(M, max(1, (256 << 20) // (V * dtype.itemsize))), V, device=device, dtype=dtype)
+    workspace = torch.empty(min(M, rows_per_chunk(V, dtype)), V, device=device, dtype=dtype)
     contenders = {
         "F.linear + F.cross_entropy": lambda: F.cross_entropy(F.linear(x, w_head, b_head).float(), targets),
         "model.linear_cross_entropy": lambda: linear_cross_entropy(x, w_head, b_head, targets, kernels=kernels,

@@ -257,8 +257,16 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 # and two gradients. Here one workspace of chunk_rows rows is reused: a chunk's logits are computed
 # into it, overwritten in place with their gradient, and turned into dx, dW and db by three matmuls
 # right away, in the forward (the loss is a scalar: the backward only scales). The flops are the
-# plain loss's; what goes is the memory, and on the CPU the time of touching it: a fresh 0.4 GB
-# tensor costs ~90 ms of page faults each time, a reused one nothing.
+# plain loss's; what goes is the memory, and on the CPU the time of touching it: filling a fresh
+# 0.4 GB tensor took 101 ms on our 2-core VM (page faults), refilling a reused one 11 ms.
+
+WORKSPACE_BYTES = 256 << 20  # the logits of one chunk: 1310 rows of 51200 in float32
+
+
+def rows_per_chunk(vocab_size: int, dtype: torch.dtype) -> int:
+    """How many rows of logits fit in WORKSPACE_BYTES."""
+    return max(1, WORKSPACE_BYTES // (vocab_size * dtype.itemsize))
+
 
 def cross_entropy_rows_(logits: torch.Tensor, targets: torch.Tensor, losses: torch.Tensor,
                         ignore_index: int, grad: bool) -> None:
@@ -343,7 +351,7 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     weight (V, C), bias (V,). The logits are in the autocast dtype where autocast is on, x's
     otherwise, and their softmax in float32, as the reference. kernels: as PhiConfig.kernels, for the
     softmax step. workspace: a (rows, V) tensor of the logits' dtype to reuse, rows at a time (see
-    Phi.loss); without one, a chunk of chunk_rows rows (default: 256 MiB of logits) is allocated."""
+    Phi.loss); without one, a chunk of chunk_rows rows (default: rows_per_chunk) is allocated."""
     C = x.shape[-1]
     if weight.dim() != 2 or weight.shape[1] != C or bias.shape != (weight.shape[0],):
         raise ValueError(f"linear_cross_entropy: x (..., C) needs weight (V, C) and bias (V,); got x "
@@ -367,8 +375,8 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     if chunk_rows is not None and chunk_rows < 1:
         raise ValueError(f"linear_cross_entropy: chunk_rows must be positive, got {chunk_rows}")
     if workspace is None:
-        rows = chunk_rows or max(1, (256 << 20) // (V * dtype.itemsize))
-        workspace = torch.empty(min(rows, max(1, targets.numel())), V, dtype=dtype, device=x.device)
+        rows = min(chunk_rows or rows_per_chunk(V, dtype), max(1, targets.numel()))
+        workspace = torch.empty(rows, V, dtype=dtype, device=x.device)
     elif workspace.shape[1:] != (V,) or workspace.dtype != dtype or workspace.device != x.device:
         raise ValueError(f"linear_cross_entropy: workspace must be (rows, {V}) {dtype} on {x.device}, got "
                          f"{tuple(workspace.shape)} {workspace.dtype} on {workspace.device}")
@@ -491,7 +499,7 @@ class Phi(nn.Module):
         the model and reused every step: up to 256 MiB of logits (a plain attribute, not a buffer, so
         it is never saved, moved or broadcast; it is remade when the device or dtype changes)."""
         V, dtype = self.config.vocab_size, logits_dtype(x)
-        rows = min(max(1, (256 << 20) // (V * dtype.itemsize)), max(1, targets.numel()))
+        rows = min(rows_per_chunk(V, dtype), max(1, targets.numel()))
         ws = getattr(self, "_loss_workspace", None)
         if ws is None or ws.shape[0] < rows or ws.dtype != dtype or ws.device != x.device:
             ws = self._loss_workspace = torch.empty(rows, V, dtype=dtype, device=x.device)
