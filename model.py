@@ -539,8 +539,9 @@ class Phi(nn.Module):
             return None, self.loss(x, targets)
         if targets is not None:
             logits = self.lm_head(x)
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1),
-                                   ignore_index=-1)
+            # in float32 at least, as the reference's logits.float(), but a float64 model keeps float64
+            z = logits.to(torch.promote_types(logits.dtype, torch.float32))
+            loss = F.cross_entropy(z.view(-1, z.size(-1)), targets.reshape(-1), ignore_index=-1)
             return (logits if return_logits else None), loss
         if only_last:
             x = x[:, [-1], :]

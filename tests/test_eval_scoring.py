@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import HF_CONFIGS, make_hf_model
+from conftest import HF_CONFIGS, assert_greedy_well_posed, make_hf_model
 from eval import (Question, TASKS, complete, encode_pair, loglikelihoods, perplexity, read_humaneval, read_task,
                   read_tokens, score_questions, token_bytes)
 from model import Phi, PhiConfig
@@ -344,6 +344,7 @@ def test_greedy_completion_equals_transformers_generate_cut_at_the_stops(pair, t
     for problem in read_humaneval()[:2]:
         ids = hf_tokenizer.encode(problem["prompt"])
         out = hf.generate(torch.tensor([ids]), max_new_tokens=24, do_sample=False, eos_token_id=50256, pad_token_id=0)
+        assert_greedy_well_posed(hf, out, len(ids))
         text = hf_tokenizer.decode(out[0, len(ids):].tolist(), skip_special_tokens=True)
         cut = min([i for i in (text.find(s) for s in ("\nclass", "\ndef", "\n#", "\nif", "\nprint")) if i >= 0]
                   + [len(text)])

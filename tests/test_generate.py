@@ -4,7 +4,7 @@ transformers' generate; sampling filters on hand-made distributions."""
 import pytest
 import torch
 
-from conftest import make_hf_model
+from conftest import assert_greedy_well_posed, make_hf_model
 from model import Phi, PhiConfig, sample_next
 
 
@@ -30,7 +30,9 @@ def greedy_without_cache(model, idx, n):
 def test_cached_greedy_equals_recomputing_the_whole_sequence(pair):
     _, model = pair
     tokens = torch.stack(list(model.generate(PROMPT, 60, temperature=0)), 1)
-    assert torch.equal(tokens, greedy_without_cache(model, PROMPT, 60)[:, PROMPT.shape[1]:])
+    expected = greedy_without_cache(model, PROMPT, 60)
+    assert_greedy_well_posed(model, expected, PROMPT.shape[1])
+    assert torch.equal(tokens, expected[:, PROMPT.shape[1]:])
 
 
 def test_cached_logits_equal_full_forward_logits(pair):
@@ -48,6 +50,7 @@ def test_cached_logits_equal_full_forward_logits(pair):
 def test_cached_greedy_equals_transformers_generate(pair):
     hf, model = pair
     expected = hf.generate(PROMPT, max_new_tokens=60, min_new_tokens=60, do_sample=False, pad_token_id=0)
+    assert_greedy_well_posed(hf, expected, PROMPT.shape[1])
     tokens = torch.stack(list(model.generate(PROMPT, 60, temperature=0)), 1)
     assert torch.equal(tokens, expected[:, PROMPT.shape[1]:])
 
@@ -56,6 +59,7 @@ def test_cache_is_reused_and_resized(pair):
     _, model = pair
     a = torch.stack(list(model.generate(PROMPT[:1], 5, temperature=0)), 1)
     b = torch.stack(list(model.generate(PROMPT, 30, temperature=0)), 1)  # new batch size and length
+    assert_greedy_well_posed(model, torch.cat([PROMPT, b], 1), PROMPT.shape[1])  # batch 1 and 2 round differently
     c = torch.stack(list(model.generate(PROMPT[:1], 5, temperature=0)), 1)
     assert torch.equal(a, c) and torch.equal(a, b[:1, :5])
 
@@ -138,5 +142,6 @@ def test_compiled_decode_step_gives_the_same_tokens(pair):
     _, model = pair
     step = torch.compile(model, dynamic=False)
     eager = torch.stack(list(model.generate(PROMPT, 12, temperature=0)), 1)
+    assert_greedy_well_posed(model, torch.cat([PROMPT, eager], 1), PROMPT.shape[1])
     compiled = torch.stack(list(model.generate(PROMPT, 12, temperature=0, step=step)), 1)
     assert torch.equal(compiled, eager)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import kernels  # conftest.py has set TRITON_INTERPRET=1 if there is no GPU
-from conftest import ROOT
+from conftest import ROOT, assert_greedy_well_posed
 from model import Phi, PhiConfig, linear_cross_entropy, use_triton
 
 CUDA = torch.cuda.is_available()
@@ -509,6 +509,7 @@ def test_model_generate_with_triton_kernels_matches_torch():
         assert_close(ours(idx)[0], ref(idx)[0], 1e-4, "logits")
     a = torch.stack(list(ours.generate(idx, 8, temperature=0)), 1)
     b = torch.stack(list(ref.generate(idx, 8, temperature=0)), 1)
+    assert_greedy_well_posed(ref, torch.cat([idx, b], 1), idx.shape[1])
     assert torch.equal(a, b)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import sample
-from conftest import ROOT, make_hf_model
+from conftest import ROOT, assert_greedy_well_posed, make_hf_model
 from tokenizer import Tokenizer
 
 TINY = dict(vocab_size=51200, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
@@ -26,6 +26,7 @@ def checkpoint(tmp_path_factory):
 def hf_continuation(hf, ids, n):
     out = hf.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
                       pad_token_id=0, eos_token_id=None)
+    assert_greedy_well_posed(hf, out, len(ids))
     return out[0, len(ids):].tolist()
 
 
