@@ -39,12 +39,14 @@ import argparse
 import gzip
 import hashlib
 import importlib.util
+import io
 import json
 import math
 import multiprocessing
 import os
 import platform
 import re
+import stat
 import sys
 import sysconfig
 import time
@@ -90,7 +92,7 @@ def stdlib_dir() -> str:
 def walk(path: str, extensions: Iterable[str]) -> list:
     """Files under path with one of the extensions, in a fixed (sorted) order, skipping test suites,
     caches, installed packages and hidden directories."""
-    if os.path.isfile(path):
+    if not os.path.isdir(path):
         return [path]
     found = []
     for root, dirs, files in os.walk(path):
@@ -99,10 +101,25 @@ def walk(path: str, extensions: Iterable[str]) -> list:
     return found
 
 
+def open_regular(path: str):
+    """path opened for reading in binary, or None if it is not a regular file (a FIFO, a socket, a
+    device). O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer, and the
+    check is on the opened file, so a file swapped for a FIFO after the listing is caught too."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def read_file(path: str) -> tuple:
     """(text, None) or (None, why it could not be read)."""
     try:
-        with open(path, "rb") as f:
+        f = open_regular(path)
+        if f is None:
+            return None, "not_regular_file"
+        with f:
             data = f.read()
     except OSError:
         return None, "unreadable"
@@ -119,19 +136,28 @@ def read_table(path: str, field: str, drops: Counter) -> Iterator[str]:
         if importlib.util.find_spec("pyarrow") is None:
             raise ValueError(f"{path} is parquet, which needs pyarrow: pip install pyarrow")
         import pyarrow.parquet as pq
-        pf = pq.ParquetFile(path)
-        if field not in pf.schema_arrow.names:
-            raise ValueError(f"{path} has no column {field!r} (it has {pf.schema_arrow.names}); choose one with --text_field")
-        for batch in pf.iter_batches(columns=[field], batch_size=1024):
-            for value in batch.column(0).to_pylist():
-                if isinstance(value, str):
-                    yield value
-                else:
-                    drops["missing_field"] += 1
+        raw = open_regular(path)
+        if raw is None:
+            drops["not_regular_file"] += 1
+            return
+        with raw:
+            pf = pq.ParquetFile(raw)
+            if field not in pf.schema_arrow.names:
+                raise ValueError(f"{path} has no column {field!r} (it has {pf.schema_arrow.names}); choose one with --text_field")
+            for batch in pf.iter_batches(columns=[field], batch_size=1024):
+                for value in batch.column(0).to_pylist():
+                    if isinstance(value, str):
+                        yield value
+                    else:
+                        drops["missing_field"] += 1
         return
-    opener = gzip.open if path.endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8", errors="strict") as f:
+        raw = open_regular(path)
+        if raw is None:
+            drops["not_regular_file"] += 1
+            return
+        with raw, (gzip.open(raw, "rt", encoding="utf-8") if path.endswith(".gz") else
+                   io.TextIOWrapper(raw, encoding="utf-8")) as f:
             yield from (JsonLine(line) for line in f if line.strip())
     except (OSError, UnicodeDecodeError, EOFError):
         drops["unreadable"] += 1
@@ -601,6 +627,9 @@ def plan_sources(args) -> dict:
     for path in (args.code or []) + (args.text or []):
         if not os.path.exists(path):
             raise ValueError(f"{path} does not exist")
+        if not (os.path.isfile(path) or os.path.isdir(path)):
+            raise ValueError(f"{path} is not a regular file or a directory (a FIFO, socket or device cannot be "
+                             f"fingerprinted or read as a corpus); copy its content to a file and give that")
     plan = {}
     if on["synthetic"]:
         plan["synthetic"] = []

@@ -371,3 +371,30 @@ def test_parquet_text_source(tmp_path):
     out = tmp_path / "out"
     meta = run(out, "--text", tmp_path / "in.parquet", "--text_field", "content", "--mix", "text=1")
     assert meta["sources"]["text"]["documents_kept"] == 5
+
+
+def test_fifos_in_a_source_directory_are_skipped_and_counted_not_waited_on(tmp_path):
+    # Opening a FIFO for reading waits for a writer that never comes: the build must not open it
+    # that way. The check is made on the opened file, so it holds for a file swapped for a FIFO
+    # after the directory was listed, too.
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "good.py").write_text(GOOD_PY)
+    (src / "good.c").write_text(GOOD_C)
+    os.mkfifo(src / "fifo.py")
+    os.mkfifo(src / "fifo.jsonl")
+    os.symlink(src / "fifo.py", src / "link_to_fifo.py")
+    script = os.path.join(ROOT, "data", "prepare_textbooks.py")
+    r = subprocess.run([sys.executable, script, "--code", str(src), "--mix", "code=1", "--num_proc", "1",
+                        "--out_dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["sources"]["code"]["drops"] == {"not_regular_file": 3}
+    assert meta["sources"]["code"]["documents_kept"] == 2
+
+
+def test_a_fifo_given_as_a_source_is_one_clear_error(tmp_path):
+    os.mkfifo(tmp_path / "fifo.jsonl")
+    for flag, mix in (("--text", "text=1"), ("--code", "code=1")):
+        with pytest.raises(ValueError, match=r"fifo\.jsonl is not a regular file or a directory"):
+            run(tmp_path / "o", flag, tmp_path / "fifo.jsonl", "--mix", mix)
