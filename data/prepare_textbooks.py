@@ -173,7 +173,7 @@ def record_text(record, field: str) -> tuple:
         return record, None
     try:
         value = json.loads(record).get(field)
-    except (json.JSONDecodeError, AttributeError):
+    except (json.JSONDecodeError, AttributeError, RecursionError):  # RecursionError: nested too deeply
         return None, "bad_json"
     return (value, None) if isinstance(value, str) else (None, "missing_field")
 

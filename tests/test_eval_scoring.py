@@ -124,6 +124,7 @@ def test_boolq_reads_google_boolq_rows_too(tmp_path):
     ("not json\n", "not valid JSON"),
     ('{"question": "q", "choices": {"text": ["a"], "label": ["A"]}, "answerKey": "B"}\n', "not a allenai"),
     ("\n", "has no rows"),
+    ('{"question": "q"}\n' + "[" * 100_000 + "\n", r"arc_easy\.jsonl:2: not valid JSON"),  # nested too deeply
 ])
 def test_bad_task_files_are_clear_errors(tmp_path, content, message):
     (tmp_path / "arc_easy.jsonl").write_text(content)

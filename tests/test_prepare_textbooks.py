@@ -398,3 +398,17 @@ def test_a_fifo_given_as_a_source_is_one_clear_error(tmp_path):
     for flag, mix in (("--text", "text=1"), ("--code", "code=1")):
         with pytest.raises(ValueError, match=r"fifo\.jsonl is not a regular file or a directory"):
             run(tmp_path / "o", flag, tmp_path / "fifo.jsonl", "--mix", mix)
+
+
+def test_a_deeply_nested_jsonl_line_is_counted_as_bad_json(tmp_path):
+    # json's parser recurses once per bracket: 100,000 of them exceed Python's recursion limit
+    deep = "[" * 100_000 + "\n"
+    text = write_jsonl(tmp_path / "text.jsonl", [prose(random.Random(40 + i), 50) for i in range(4)])
+    code = write_jsonl(tmp_path / "code.jsonl", [GOOD_PY, GOOD_C])
+    for path in (text, code):
+        with open(path, "a") as f:
+            f.write(deep + '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    meta = run(tmp_path / "out", "--text", text, "--code", code, "--mix", "all", "--synthetic_tokens", 0)
+    for source, kept in (("text", 4), ("code", 2)):
+        assert meta["sources"][source]["drops"] == {"bad_json": 2}
+        assert meta["sources"][source]["documents_kept"] == kept
