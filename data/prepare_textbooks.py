@@ -578,8 +578,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--val_fraction must be between 0 and 1 (val.bin must hold at least one document)")
     if args.num_proc < 1:
         p.error("--num_proc must be at least 1")
+    if args.seed < 0:
+        p.error("--seed must be at least 0")
     if args.concurrency < 1 or args.retries < 0 or args.backoff < 0 or args.max_tokens < 1:
         p.error("--concurrency and --max_tokens must be at least 1, --retries and --backoff at least 0")
+    if not (math.isfinite(args.backoff) and math.isfinite(args.temperature) and args.temperature >= 0
+            and 0 < args.request_timeout < math.inf):
+        p.error("--backoff, --temperature and --request_timeout must be finite, --temperature at least 0 "
+                "and --request_timeout above 0")
+    if args.generator == "openai" and not args.model:
+        p.error("--generator openai needs --model (the model name the server serves)")
     try:
         args.weights = parse_mix(args.mix)
     except ValueError as e:
@@ -875,10 +883,6 @@ def build(args) -> dict:
               f"nothing to do (--force rebuilds)", file=sys.stderr)
         return done
     os.makedirs(args.out_dir, exist_ok=True)
-    # meta.json marks a finished build: remove an old one first, so that a build stopped half way
-    # never looks finished (its .bin files may be a mix of old and new)
-    if os.path.exists(os.path.join(args.out_dir, "meta.json")):
-        os.remove(os.path.join(args.out_dir, "meta.json"))
     analyzer()  # load the tokenizer and HumanEval here: forked workers inherit them
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     pool = multiprocessing.get_context(method).Pool(args.num_proc) if args.num_proc > 1 else None
@@ -889,6 +893,11 @@ def build(args) -> dict:
             pool.terminate()
     chosen = mixture(kept, args.weights, args.seed)
     train, val = split(chosen, args.val_fraction, args.seed)
+    # meta.json marks a finished build: remove an old one before the first write, so that a build
+    # stopped half way never looks finished (its .bin files may be a mix of old and new). Not
+    # earlier: a build that fails before writing leaves the previous one whole and usable.
+    if os.path.exists(os.path.join(args.out_dir, "meta.json")):
+        os.remove(os.path.join(args.out_dir, "meta.json"))
     out = {}
     for name, docs in (("train", train), ("val", val)):
         out[name] = {"documents": len(docs), "tokens": write_bin(os.path.join(args.out_dir, f"{name}.bin"),

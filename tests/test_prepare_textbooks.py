@@ -412,3 +412,24 @@ def test_a_deeply_nested_jsonl_line_is_counted_as_bad_json(tmp_path):
     for source, kept in (("text", 4), ("code", 2)):
         assert meta["sources"][source]["drops"] == {"bad_json": 2}
         assert meta["sources"][source]["documents_kept"] == kept
+
+
+def test_a_bad_argument_or_a_failed_build_leaves_the_previous_build_intact(tmp_path, capsys):
+    text = write_jsonl(tmp_path / "in.jsonl", [prose(random.Random(50 + i), 50) for i in range(6)])
+    out = tmp_path / "out"
+    run(out, "--text", text, "--mix", "text=1")
+    before = {f: (out / f).read_bytes() for f in ("train.bin", "val.bin", "meta.json")}
+    for argv, message in ((["--seed", "-5"], "--seed must be at least 0"),
+                          (["--generator", "openai"], "--generator openai needs --model"),
+                          (["--generator", "openai", "--model", "m", "--request_timeout", "nan"], "--request_timeout")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit):
+            run(out, "--text", text, "--mix", "text=1", *argv)
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    # a build that fails on its input, after reading it, has not written anything either
+    with pytest.raises(ValueError, match="too few to split"):
+        run(out, "--text", write_jsonl(tmp_path / "one.jsonl", ["just one document"]), "--mix", "text=1")
+    assert before == {f: (out / f).read_bytes() for f in before}
+    run(out, "--text", text, "--mix", "text=1")
+    assert "nothing to do" in capsys.readouterr().err
