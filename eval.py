@@ -557,10 +557,21 @@ TASKS = {
 }
 
 
+def not_utf8(path: str, e: UnicodeDecodeError, first_line: int = 1) -> ValueError:
+    """The error for text that is not UTF-8, naming the file and the line of the first bad byte.
+    e.object is the bytes that were decoded, which begin at line first_line of the file."""
+    line = first_line + e.object.count(b"\n", 0, e.start)
+    return ValueError(f"{path}:{line}: not valid UTF-8 (byte {e.object[e.start]:#04x}); save the file as UTF-8")
+
+
 def read_jsonl(path: str, limit: Optional[int] = None) -> list[dict]:
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:  # each line decoded on its own, so that an error can name its line
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise not_utf8(path, e, lineno) from None
             if not line.strip():
                 continue
             if limit is not None and len(rows) >= limit:
@@ -643,8 +654,11 @@ def read_tokens(path: str, tokenizer: Tokenizer) -> torch.Tensor:
             raise ValueError(f"{path} is not a uint16 token file (size {size} bytes); expected the .bin "
                              f"files that data/prepare_textbooks.py writes")
         return torch.from_numpy(np.memmap(path, dtype=np.uint16, mode="r").astype(np.int64))
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()  # decodes the whole file at once, so the error's e.object is all of it
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, e) from None
     if not text:
         raise ValueError(f"{path} is empty")
     return torch.tensor([tokenizer.eot_id] + tokenizer.encode(text), dtype=torch.long)

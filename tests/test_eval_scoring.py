@@ -132,6 +132,12 @@ def test_bad_task_files_are_clear_errors(tmp_path, content, message):
         read_task("arc_easy", str(tmp_path))
 
 
+def test_a_task_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    (tmp_path / "arc_easy.jsonl").write_bytes(json.dumps(ROWS["arc_easy"]).encode() + b'\n{"question": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"arc_easy\.jsonl:2: not valid UTF-8"):
+        read_task("arc_easy", str(tmp_path))
+
+
 def test_a_missing_task_file_names_the_path_and_the_dataset(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"piqa\.jsonl not found.*ybisk/piqa"):
         read_task("piqa", str(tmp_path))
@@ -288,6 +294,12 @@ def test_uniform_model_has_perplexity_vocab_size(tok, tmp_path):
     assert r["tokens"] == 2 and r["bytes"] == 11
     assert r["perplexity"] == pytest.approx(51200, rel=1e-12)
     assert r["bits_per_byte"] == pytest.approx(2 * math.log2(51200) / 11, rel=1e-12)
+
+
+def test_a_ppl_text_file_that_is_not_utf8_names_the_file_and_line(tok, tmp_path):
+    (tmp_path / "t.txt").write_bytes(b"hello\nworld\n" * 5000 + b"caf\xe9\n")
+    with pytest.raises(ValueError, match=r"t\.txt:10001: not valid UTF-8"):
+        read_tokens(str(tmp_path / "t.txt"), tok)
 
 
 def test_perplexity_equals_transformers_loss_in_windows(pair, tok, tmp_path):
