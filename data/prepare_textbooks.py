@@ -853,6 +853,15 @@ def write_json(path: str, obj) -> None:
     atomic_write(path, write)
 
 
+def remove_stale_temporaries(out_dir: str) -> None:
+    """Remove the temporary files that model.atomic_write leaves behind when a build is killed
+    (SIGKILL, power loss) before it renames them: .train.bin.XXXXXXXX.tmp and the like. Only those
+    names; anything else in out_dir is the user's."""
+    for name in os.listdir(out_dir):
+        if re.fullmatch(r"\.(?:train\.bin|val\.bin|meta\.json)\.\w+\.tmp", name):
+            os.remove(os.path.join(out_dir, name))
+
+
 def distinct_4gram_ratio(docs: list, limit: int = 1_000_000) -> Optional[float]:
     """Distinct token 4-grams / all token 4-grams, over the first `limit` tokens: a diversity
     measure that is comparable across sources of different sizes."""
@@ -883,6 +892,7 @@ def build(args) -> dict:
               f"nothing to do (--force rebuilds)", file=sys.stderr)
         return done
     os.makedirs(args.out_dir, exist_ok=True)
+    remove_stale_temporaries(args.out_dir)
     analyzer()  # load the tokenizer and HumanEval here: forked workers inherit them
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     pool = multiprocessing.get_context(method).Pool(args.num_proc) if args.num_proc > 1 else None

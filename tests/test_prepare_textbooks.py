@@ -433,3 +433,25 @@ def test_a_bad_argument_or_a_failed_build_leaves_the_previous_build_intact(tmp_p
     assert before == {f: (out / f).read_bytes() for f in before}
     run(out, "--text", text, "--mix", "text=1")
     assert "nothing to do" in capsys.readouterr().err
+
+
+def test_a_build_removes_the_temporary_files_a_killed_build_left(tmp_path):
+    text = write_jsonl(tmp_path / "in.jsonl", [prose(random.Random(60 + i), 50) for i in range(6)])
+    out = tmp_path / "out"
+    # a real SIGKILL while train.bin is being written (its temporary file made, not yet renamed)
+    kill = (f"import os, signal, sys; sys.path.insert(0, {ROOT!r}); from data import prepare_textbooks as pt\n"
+            f"readable = pt.readable\n"
+            f"def die(path):\n"
+            f"    if '.train.bin.' in path: os.kill(os.getpid(), signal.SIGKILL)\n"
+            f"    readable(path)\n"
+            f"pt.readable = die\n"
+            f"pt.main(['--out_dir', {str(out)!r}, '--num_proc', '1', '--text', {str(text)!r}, '--mix', 'text=1'])\n")
+    r = subprocess.run([sys.executable, "-c", kill], capture_output=True, text=True, timeout=300)
+    assert r.returncode == -9, r.stderr
+    stale = [f for f in os.listdir(out) if f.endswith(".tmp")]
+    assert len(stale) == 1 and re.fullmatch(r"\.train\.bin\.\w+\.tmp", stale[0])
+    for name in (".val.bin.k2j4_x9q.tmp", ".meta.json.abcd1234.tmp"):  # as model.atomic_write names them
+        (out / name).write_bytes(b"left by a killed build")
+    (out / "notes.tmp").write_text("not nanophi's: kept")
+    run(out, "--text", text, "--mix", "text=1")
+    assert sorted(os.listdir(out)) == ["meta.json", "notes.tmp", "train.bin", "val.bin"]
