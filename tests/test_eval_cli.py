@@ -110,6 +110,8 @@ def test_a_samples_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
     (["--n_samples", "5"], "identical greedy samples"),
     (["--limit", "0"], "--limit must be at least 1"),
     (["--k", "1,x"], "--k must be"),
+    (["--tasks", ","], "--tasks names no task"),
+    (["--tasks", " , ,"], "--tasks names no task"),
 ])
 def test_bad_flags_are_one_line_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as e:

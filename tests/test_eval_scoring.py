@@ -138,6 +138,41 @@ def test_a_task_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
         read_task("arc_easy", str(tmp_path))
 
 
+# A row that is wrong in one field. Each was read without an error before: a label of 1.7 or true
+# as 1, a null question as the text "None". Answer labels must be exact integers (an int, not a bool,
+# or a string of digits), text fields strings.
+BAD_ROWS = [
+    ("piqa", {"label": 1.7}, "label must be an integer, not 1.7"),
+    ("piqa", {"label": True}, "label must be an integer, not true"),
+    ("piqa", {"goal": None}, "goal must be a string, not null"),
+    ("hellaswag", {"label": 1.0}, "label must be an integer, not 1.0"),
+    ("siqa", {"label": 2.5}, "label must be an integer, not 2.5"),
+    ("siqa", {"context": 5}, "context must be a string, not 5"),
+    ("boolq", {"label": 0.9}, "label must be an integer, not 0.9"),
+    ("boolq", {"passage": None}, "passage must be a string, not null"),
+    ("winogrande", {"answer": 1.0}, "answer must be an integer, not 1.0"),
+    ("arc_easy", {"question": None}, "question must be a string, not null"),
+    ("arc_easy", {"choices": {"text": ["a", "b"], "label": [1, 2]}, "answerKey": 2}, "label must be a list of strings"),
+    ("openbookqa", {"question_stem": None}, "question_stem must be a string, not null"),
+    ("openbookqa", {"answerKey": 4}, "answerKey must be a string, not 4"),
+]
+
+
+@pytest.mark.parametrize("task, change, message", BAD_ROWS)
+def test_a_gold_label_that_is_not_an_integer_or_a_text_that_is_not_a_string_is_a_row_error(tmp_path, task, change,
+                                                                                            message):
+    path = write_task(tmp_path, task, [ROWS[task], dict(ROWS[task], **change)])
+    with pytest.raises(ValueError) as e:
+        read_task(task, str(tmp_path))
+    assert str(e.value).startswith(f"{path}, row 2: not a {TASKS[task][1]} row") and message in str(e.value)
+
+
+def test_google_boolq_answers_must_be_true_or_false(tmp_path):
+    write_task(tmp_path, "boolq", [{"question": "is the sky green", "answer": "false", "passage": "The sky."}])
+    with pytest.raises(ValueError, match='row 1: .*answer must be true or false, not "false"'):
+        read_task("boolq", str(tmp_path))
+
+
 def test_a_missing_task_file_names_the_path_and_the_dataset(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"piqa\.jsonl not found.*ybisk/piqa"):
         read_task("piqa", str(tmp_path))
