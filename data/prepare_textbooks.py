@@ -586,8 +586,6 @@ def parse_args(argv=None) -> argparse.Namespace:
             and 0 < args.request_timeout < math.inf):
         p.error("--backoff, --temperature and --request_timeout must be finite, --temperature at least 0 "
                 "and --request_timeout above 0")
-    if args.generator == "openai" and not args.model:
-        p.error("--generator openai needs --model (the model name the server serves)")
     try:
         args.weights = parse_mix(args.mix)
     except ValueError as e:
