@@ -254,41 +254,78 @@ def hellaswag_clean(text: str) -> str:
     return text.replace("  ", " ")
 
 
+# Every field a task reads goes through one of these three, so that a value of the wrong type is a
+# row error rather than a guess: a null question would be scored as the text "None", a label of 1.7
+# or true as 1.
+
+def string(doc: dict, key: str) -> str:
+    value = doc[key]
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a string, not {json.dumps(value)[:40]}")
+    return value
+
+
+def strings(doc: dict, key: str) -> list[str]:
+    value = doc[key]
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise ValueError(f"{key} must be a list of strings, not {json.dumps(value)[:40]}")
+    return value
+
+
+def integer(doc: dict, key: str) -> int:
+    """An answer label or index as the datasets write it: an int (not a bool) or a string of digits."""
+    value = doc[key]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    raise ValueError(f"{key} must be an integer, not {json.dumps(value)[:40]}")
+
+
 def arc(doc: dict) -> Question:
-    return multiple_choice(f"Question: {doc['question']}\nAnswer:", doc["choices"]["text"],
-                           doc["choices"]["label"].index(doc["answerKey"]))
+    return multiple_choice(f"Question: {string(doc, 'question')}\nAnswer:", strings(doc["choices"], "text"),
+                           strings(doc["choices"], "label").index(string(doc, "answerKey")))
 
 
 def boolq(doc: dict) -> Question:
-    label = int(doc["label"]) if "label" in doc else int(bool(doc["answer"]))
-    return multiple_choice(f"{doc['passage']}\nQuestion: {doc['question']}?\nAnswer:", ["no", "yes"], label)
+    if "label" in doc:  # super_glue's boolq
+        label = integer(doc, "label")
+    elif isinstance(doc["answer"], bool):  # google's boolq
+        label = int(doc["answer"])
+    else:
+        raise ValueError(f"answer must be true or false, not {json.dumps(doc['answer'])[:40]}")
+    return multiple_choice(f"{string(doc, 'passage')}\nQuestion: {string(doc, 'question')}?\nAnswer:", ["no", "yes"],
+                           label)
 
 
 def hellaswag(doc: dict) -> Question:
-    ctx = doc["ctx_a"] + " " + doc["ctx_b"].capitalize()
-    return multiple_choice(hellaswag_clean(doc["activity_label"] + ": " + ctx),
-                           [hellaswag_clean(e) for e in doc["endings"]], int(doc["label"]))
+    ctx = string(doc, "ctx_a") + " " + string(doc, "ctx_b").capitalize()
+    return multiple_choice(hellaswag_clean(string(doc, "activity_label") + ": " + ctx),
+                           [hellaswag_clean(e) for e in strings(doc, "endings")], integer(doc, "label"))
 
 
 def openbookqa(doc: dict) -> Question:
-    return multiple_choice(doc["question_stem"], doc["choices"]["text"],
-                           doc["choices"]["label"].index(doc["answerKey"].lstrip()))
+    return multiple_choice(string(doc, "question_stem"), strings(doc["choices"], "text"),
+                           strings(doc["choices"], "label").index(string(doc, "answerKey").lstrip()))
 
 
 def piqa(doc: dict) -> Question:
-    return multiple_choice(f"Question: {doc['goal']}\nAnswer:", [doc["sol1"], doc["sol2"]], int(doc["label"]))
+    return multiple_choice(f"Question: {string(doc, 'goal')}\nAnswer:", [string(doc, "sol1"), string(doc, "sol2")],
+                           integer(doc, "label"))
 
 
 def siqa(doc: dict) -> Question:
-    return multiple_choice(f"Q: {doc['context']} {doc['question']}\nA:",
-                           [doc["answerA"], doc["answerB"], doc["answerC"]], int(doc["label"]) - 1)
+    return multiple_choice(f"Q: {string(doc, 'context')} {string(doc, 'question')}\nA:",
+                           [string(doc, "answerA"), string(doc, "answerB"), string(doc, "answerC")],
+                           integer(doc, "label") - 1)
 
 
 def winogrande(doc: dict) -> Question:
-    blank = doc["sentence"].index("_")
-    rest = " " + doc["sentence"][blank + 1:].strip()
-    return Question([(doc["sentence"][:blank] + option, rest) for option in (doc["option1"], doc["option2"])],
-                    {"1": 0, "2": 1}[str(doc["answer"])], None)
+    sentence = string(doc, "sentence")
+    blank = sentence.index("_")
+    rest = " " + sentence[blank + 1:].strip()
+    return Question([(sentence[:blank] + option, rest) for option in (string(doc, "option1"), string(doc, "option2"))],
+                    integer(doc, "answer") - 1, None)
 
 
 # task name -> (row -> Question, the dataset its rows come from, the table column it fills)
@@ -304,10 +341,21 @@ TASKS = {
 }
 
 
+def not_utf8(path: str, e: UnicodeDecodeError, first_line: int = 1) -> ValueError:
+    """The error for text that is not UTF-8, naming the file and the line of the first bad byte.
+    e.object is the bytes that were decoded, which begin at line first_line of the file."""
+    line = first_line + e.object.count(b"\n", 0, e.start)
+    return ValueError(f"{path}:{line}: not valid UTF-8 (byte {e.object[e.start]:#04x}); save the file as UTF-8")
+
+
 def read_jsonl(path: str, limit: Optional[int] = None) -> list[dict]:
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:  # each line decoded on its own, so that an error can name its line
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise not_utf8(path, e, lineno) from None
             if not line.strip():
                 continue
             if limit is not None and len(rows) >= limit:
@@ -316,6 +364,8 @@ def read_jsonl(path: str, limit: Optional[int] = None) -> list[dict]:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            except RecursionError:
+                raise ValueError(f"{path}:{lineno}: not valid JSON (nested too deeply)") from None
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{lineno}: expected a JSON object per line")
             rows.append(row)
@@ -388,8 +438,11 @@ def read_tokens(path: str, tokenizer: Tokenizer) -> torch.Tensor:
             raise ValueError(f"{path} is not a uint16 token file (size {size} bytes); expected the .bin "
                              f"files that data/prepare_textbooks.py writes")
         return torch.from_numpy(np.memmap(path, dtype=np.uint16, mode="r").astype(np.int64))
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()  # decodes the whole file at once, so the error's e.object is all of it
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, e) from None
     if not text:
         raise ValueError(f"{path} is empty")
     return torch.tensor([tokenizer.eot_id] + tokenizer.encode(text), dtype=torch.long)
@@ -501,6 +554,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="score these completions (JSONL with task_id and completion) instead of generating")
     args = p.parse_args(argv)
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not args.tasks:
+        p.error(f"--tasks names no task; choose from humaneval, {', '.join(TASKS)}, ppl")
     for t in args.tasks:
         if t not in TASKS and t not in ("humaneval", "ppl"):
             p.error(f"unknown task {t!r}; choose from humaneval, {', '.join(TASKS)}, ppl")

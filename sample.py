@@ -89,6 +89,9 @@ def read_prompt(prompt: str) -> str:
                 return f.read()
         except OSError as e:
             raise FileNotFoundError(f"cannot read the prompt file {path} ({e.strerror})") from None
+        except UnicodeDecodeError as e:  # read() decodes the whole file at once: e.object is all of it
+            line = e.object.count(b"\n", 0, e.start) + 1
+            raise ValueError(f"the prompt file {path}:{line}: not valid UTF-8; save it as UTF-8") from None
     return prompt
 
 

@@ -39,12 +39,14 @@ import argparse
 import gzip
 import hashlib
 import importlib.util
+import io
 import json
 import math
 import multiprocessing
 import os
 import platform
 import re
+import stat
 import sys
 import sysconfig
 import time
@@ -90,7 +92,7 @@ def stdlib_dir() -> str:
 def walk(path: str, extensions: Iterable[str]) -> list:
     """Files under path with one of the extensions, in a fixed (sorted) order, skipping test suites,
     caches, installed packages and hidden directories."""
-    if os.path.isfile(path):
+    if not os.path.isdir(path):
         return [path]
     found = []
     for root, dirs, files in os.walk(path):
@@ -99,10 +101,25 @@ def walk(path: str, extensions: Iterable[str]) -> list:
     return found
 
 
+def open_regular(path: str):
+    """path opened for reading in binary, or None if it is not a regular file (a FIFO, a socket, a
+    device). O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer, and the
+    check is on the opened file, so a file swapped for a FIFO after the listing is caught too."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def read_file(path: str) -> tuple:
     """(text, None) or (None, why it could not be read)."""
     try:
-        with open(path, "rb") as f:
+        f = open_regular(path)
+        if f is None:
+            return None, "not_regular_file"
+        with f:
             data = f.read()
     except OSError:
         return None, "unreadable"
@@ -119,19 +136,28 @@ def read_table(path: str, field: str, drops: Counter) -> Iterator[str]:
         if importlib.util.find_spec("pyarrow") is None:
             raise ValueError(f"{path} is parquet, which needs pyarrow: pip install pyarrow")
         import pyarrow.parquet as pq
-        pf = pq.ParquetFile(path)
-        if field not in pf.schema_arrow.names:
-            raise ValueError(f"{path} has no column {field!r} (it has {pf.schema_arrow.names}); choose one with --text_field")
-        for batch in pf.iter_batches(columns=[field], batch_size=1024):
-            for value in batch.column(0).to_pylist():
-                if isinstance(value, str):
-                    yield value
-                else:
-                    drops["missing_field"] += 1
+        raw = open_regular(path)
+        if raw is None:
+            drops["not_regular_file"] += 1
+            return
+        with raw:
+            pf = pq.ParquetFile(raw)
+            if field not in pf.schema_arrow.names:
+                raise ValueError(f"{path} has no column {field!r} (it has {pf.schema_arrow.names}); choose one with --text_field")
+            for batch in pf.iter_batches(columns=[field], batch_size=1024):
+                for value in batch.column(0).to_pylist():
+                    if isinstance(value, str):
+                        yield value
+                    else:
+                        drops["missing_field"] += 1
         return
-    opener = gzip.open if path.endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8", errors="strict") as f:
+        raw = open_regular(path)
+        if raw is None:
+            drops["not_regular_file"] += 1
+            return
+        with raw, (gzip.open(raw, "rt", encoding="utf-8") if path.endswith(".gz") else
+                   io.TextIOWrapper(raw, encoding="utf-8")) as f:
             yield from (JsonLine(line) for line in f if line.strip())
     except (OSError, UnicodeDecodeError, EOFError):
         drops["unreadable"] += 1
@@ -147,7 +173,7 @@ def record_text(record, field: str) -> tuple:
         return record, None
     try:
         value = json.loads(record).get(field)
-    except (json.JSONDecodeError, AttributeError):
+    except (json.JSONDecodeError, AttributeError, RecursionError):  # RecursionError: nested too deeply
         return None, "bad_json"
     return (value, None) if isinstance(value, str) else (None, "missing_field")
 
@@ -552,8 +578,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--val_fraction must be between 0 and 1 (val.bin must hold at least one document)")
     if args.num_proc < 1:
         p.error("--num_proc must be at least 1")
+    if args.seed < 0:
+        p.error("--seed must be at least 0")
     if args.concurrency < 1 or args.retries < 0 or args.backoff < 0 or args.max_tokens < 1:
         p.error("--concurrency and --max_tokens must be at least 1, --retries and --backoff at least 0")
+    if not (math.isfinite(args.backoff) and math.isfinite(args.temperature) and args.temperature >= 0
+            and 0 < args.request_timeout < math.inf):
+        p.error("--backoff, --temperature and --request_timeout must be finite, --temperature at least 0 "
+                "and --request_timeout above 0")
     try:
         args.weights = parse_mix(args.mix)
     except ValueError as e:
@@ -601,6 +633,9 @@ def plan_sources(args) -> dict:
     for path in (args.code or []) + (args.text or []):
         if not os.path.exists(path):
             raise ValueError(f"{path} does not exist")
+        if not (os.path.isfile(path) or os.path.isdir(path)):
+            raise ValueError(f"{path} is not a regular file or a directory (a FIFO, socket or device cannot be "
+                             f"fingerprinted or read as a corpus); copy its content to a file and give that")
     plan = {}
     if on["synthetic"]:
         plan["synthetic"] = []
@@ -816,6 +851,15 @@ def write_json(path: str, obj) -> None:
     atomic_write(path, write)
 
 
+def remove_stale_temporaries(out_dir: str) -> None:
+    """Remove the temporary files that model.atomic_write leaves behind when a build is killed
+    (SIGKILL, power loss) before it renames them: .train.bin.XXXXXXXX.tmp and the like. Only those
+    names; anything else in out_dir is the user's."""
+    for name in os.listdir(out_dir):
+        if re.fullmatch(r"\.(?:train\.bin|val\.bin|meta\.json)\.\w+\.tmp", name):
+            os.remove(os.path.join(out_dir, name))
+
+
 def distinct_4gram_ratio(docs: list, limit: int = 1_000_000) -> Optional[float]:
     """Distinct token 4-grams / all token 4-grams, over the first `limit` tokens: a diversity
     measure that is comparable across sources of different sizes."""
@@ -846,10 +890,7 @@ def build(args) -> dict:
               f"nothing to do (--force rebuilds)", file=sys.stderr)
         return done
     os.makedirs(args.out_dir, exist_ok=True)
-    # meta.json marks a finished build: remove an old one first, so that a build stopped half way
-    # never looks finished (its .bin files may be a mix of old and new)
-    if os.path.exists(os.path.join(args.out_dir, "meta.json")):
-        os.remove(os.path.join(args.out_dir, "meta.json"))
+    remove_stale_temporaries(args.out_dir)
     analyzer()  # load the tokenizer and HumanEval here: forked workers inherit them
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     pool = multiprocessing.get_context(method).Pool(args.num_proc) if args.num_proc > 1 else None
@@ -860,6 +901,11 @@ def build(args) -> dict:
             pool.terminate()
     chosen = mixture(kept, args.weights, args.seed)
     train, val = split(chosen, args.val_fraction, args.seed)
+    # meta.json marks a finished build: remove an old one before the first write, so that a build
+    # stopped half way never looks finished (its .bin files may be a mix of old and new). Not
+    # earlier: a build that fails before writing leaves the previous one whole and usable.
+    if os.path.exists(os.path.join(args.out_dir, "meta.json")):
+        os.remove(os.path.join(args.out_dir, "meta.json"))
     out = {}
     for name, docs in (("train", train), ("val", val)):
         out[name] = {"documents": len(docs), "tokens": write_bin(os.path.join(args.out_dir, f"{name}.bin"),

@@ -96,12 +96,22 @@ def test_scoring_a_samples_file_needs_no_model(setup, tmp_path, capsys):
     assert "HumanEval" in capsys.readouterr().out
 
 
+def test_a_samples_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    good = json.dumps(dict(task_id="HumanEval/0", completion="    return False\n")).encode() + b"\n"
+    (tmp_path / "samples.jsonl").write_bytes(good + b'{"task_id": "HumanEval/0", "completion": "  # caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"samples\.jsonl:2: not valid UTF-8"):
+        ev.main(["--tasks", "humaneval", "--limit", "1", "--humaneval_samples", str(tmp_path / "samples.jsonl"),
+                 "--out_dir", str(tmp_path / "out")])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--tasks", "mmlu"], "unknown task 'mmlu'"),
     (["--tasks", "ppl"], "needs --ppl_file"),
     (["--n_samples", "5"], "identical greedy samples"),
     (["--limit", "0"], "--limit must be at least 1"),
     (["--k", "1,x"], "--k must be"),
+    (["--tasks", ","], "--tasks names no task"),
+    (["--tasks", " , ,"], "--tasks names no task"),
 ])
 def test_bad_flags_are_one_line_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as e:

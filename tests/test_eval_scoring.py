@@ -124,11 +124,53 @@ def test_boolq_reads_google_boolq_rows_too(tmp_path):
     ("not json\n", "not valid JSON"),
     ('{"question": "q", "choices": {"text": ["a"], "label": ["A"]}, "answerKey": "B"}\n', "not a allenai"),
     ("\n", "has no rows"),
+    ('{"question": "q"}\n' + "[" * 100_000 + "\n", r"arc_easy\.jsonl:2: not valid JSON"),  # nested too deeply
 ])
 def test_bad_task_files_are_clear_errors(tmp_path, content, message):
     (tmp_path / "arc_easy.jsonl").write_text(content)
     with pytest.raises(ValueError, match=message):
         read_task("arc_easy", str(tmp_path))
+
+
+def test_a_task_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    (tmp_path / "arc_easy.jsonl").write_bytes(json.dumps(ROWS["arc_easy"]).encode() + b'\n{"question": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"arc_easy\.jsonl:2: not valid UTF-8"):
+        read_task("arc_easy", str(tmp_path))
+
+
+# A row that is wrong in one field. Each was read without an error before: a label of 1.7 or true
+# as 1, a null question as the text "None". Answer labels must be exact integers (an int, not a bool,
+# or a string of digits), text fields strings.
+BAD_ROWS = [
+    ("piqa", {"label": 1.7}, "label must be an integer, not 1.7"),
+    ("piqa", {"label": True}, "label must be an integer, not true"),
+    ("piqa", {"goal": None}, "goal must be a string, not null"),
+    ("hellaswag", {"label": 1.0}, "label must be an integer, not 1.0"),
+    ("siqa", {"label": 2.5}, "label must be an integer, not 2.5"),
+    ("siqa", {"context": 5}, "context must be a string, not 5"),
+    ("boolq", {"label": 0.9}, "label must be an integer, not 0.9"),
+    ("boolq", {"passage": None}, "passage must be a string, not null"),
+    ("winogrande", {"answer": 1.0}, "answer must be an integer, not 1.0"),
+    ("arc_easy", {"question": None}, "question must be a string, not null"),
+    ("arc_easy", {"choices": {"text": ["a", "b"], "label": [1, 2]}, "answerKey": 2}, "label must be a list of strings"),
+    ("openbookqa", {"question_stem": None}, "question_stem must be a string, not null"),
+    ("openbookqa", {"answerKey": 4}, "answerKey must be a string, not 4"),
+]
+
+
+@pytest.mark.parametrize("task, change, message", BAD_ROWS)
+def test_a_gold_label_that_is_not_an_integer_or_a_text_that_is_not_a_string_is_a_row_error(tmp_path, task, change,
+                                                                                            message):
+    path = write_task(tmp_path, task, [ROWS[task], dict(ROWS[task], **change)])
+    with pytest.raises(ValueError) as e:
+        read_task(task, str(tmp_path))
+    assert str(e.value).startswith(f"{path}, row 2: not a {TASKS[task][1]} row") and message in str(e.value)
+
+
+def test_google_boolq_answers_must_be_true_or_false(tmp_path):
+    write_task(tmp_path, "boolq", [{"question": "is the sky green", "answer": "false", "passage": "The sky."}])
+    with pytest.raises(ValueError, match='row 1: .*answer must be true or false, not "false"'):
+        read_task("boolq", str(tmp_path))
 
 
 def test_a_missing_task_file_names_the_path_and_the_dataset(tmp_path):
@@ -287,6 +329,12 @@ def test_uniform_model_has_perplexity_vocab_size(tok, tmp_path):
     assert r["tokens"] == 2 and r["bytes"] == 11
     assert r["perplexity"] == pytest.approx(51200, rel=1e-12)
     assert r["bits_per_byte"] == pytest.approx(2 * math.log2(51200) / 11, rel=1e-12)
+
+
+def test_a_ppl_text_file_that_is_not_utf8_names_the_file_and_line(tok, tmp_path):
+    (tmp_path / "t.txt").write_bytes(b"hello\nworld\n" * 5000 + b"caf\xe9\n")
+    with pytest.raises(ValueError, match=r"t\.txt:10001: not valid UTF-8"):
+        read_tokens(str(tmp_path / "t.txt"), tok)
 
 
 def test_perplexity_equals_transformers_loss_in_windows(pair, tok, tmp_path):

@@ -371,3 +371,86 @@ def test_parquet_text_source(tmp_path):
     out = tmp_path / "out"
     meta = run(out, "--text", tmp_path / "in.parquet", "--text_field", "content", "--mix", "text=1")
     assert meta["sources"]["text"]["documents_kept"] == 5
+
+
+def test_fifos_in_a_source_directory_are_skipped_and_counted_not_waited_on(tmp_path):
+    # Opening a FIFO for reading waits for a writer that never comes: the build must not open it
+    # that way. The check is made on the opened file, so it holds for a file swapped for a FIFO
+    # after the directory was listed, too.
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "good.py").write_text(GOOD_PY)
+    (src / "good.c").write_text(GOOD_C)
+    os.mkfifo(src / "fifo.py")
+    os.mkfifo(src / "fifo.jsonl")
+    os.symlink(src / "fifo.py", src / "link_to_fifo.py")
+    script = os.path.join(ROOT, "data", "prepare_textbooks.py")
+    r = subprocess.run([sys.executable, script, "--code", str(src), "--mix", "code=1", "--num_proc", "1",
+                        "--out_dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["sources"]["code"]["drops"] == {"not_regular_file": 3}
+    assert meta["sources"]["code"]["documents_kept"] == 2
+
+
+def test_a_fifo_given_as_a_source_is_one_clear_error(tmp_path):
+    os.mkfifo(tmp_path / "fifo.jsonl")
+    for flag, mix in (("--text", "text=1"), ("--code", "code=1")):
+        with pytest.raises(ValueError, match=r"fifo\.jsonl is not a regular file or a directory"):
+            run(tmp_path / "o", flag, tmp_path / "fifo.jsonl", "--mix", mix)
+
+
+def test_a_deeply_nested_jsonl_line_is_counted_as_bad_json(tmp_path):
+    # json's parser recurses once per bracket: 100,000 of them exceed Python's recursion limit
+    deep = "[" * 100_000 + "\n"
+    text = write_jsonl(tmp_path / "text.jsonl", [prose(random.Random(40 + i), 50) for i in range(4)])
+    code = write_jsonl(tmp_path / "code.jsonl", [GOOD_PY, GOOD_C])
+    for path in (text, code):
+        with open(path, "a") as f:
+            f.write(deep + '{"text": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    meta = run(tmp_path / "out", "--text", text, "--code", code, "--mix", "all", "--synthetic_tokens", 0)
+    for source, kept in (("text", 4), ("code", 2)):
+        assert meta["sources"][source]["drops"] == {"bad_json": 2}
+        assert meta["sources"][source]["documents_kept"] == kept
+
+
+def test_a_bad_argument_or_a_failed_build_leaves_the_previous_build_intact(tmp_path, capsys):
+    text = write_jsonl(tmp_path / "in.jsonl", [prose(random.Random(50 + i), 50) for i in range(6)])
+    out = tmp_path / "out"
+    run(out, "--text", text, "--mix", "text=1")
+    before = {f: (out / f).read_bytes() for f in ("train.bin", "val.bin", "meta.json")}
+    for argv, message in ((["--seed", "-5"], "--seed must be at least 0"),
+                          (["--generator", "openai", "--model", "m", "--request_timeout", "nan"], "--request_timeout")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit):
+            run(out, "--text", text, "--mix", "text=1", *argv)
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    # a build that fails on its input, after reading it, has not written anything either
+    with pytest.raises(ValueError, match="too few to split"):
+        run(out, "--text", write_jsonl(tmp_path / "one.jsonl", ["just one document"]), "--mix", "text=1")
+    assert before == {f: (out / f).read_bytes() for f in before}
+    run(out, "--text", text, "--mix", "text=1")
+    assert "nothing to do" in capsys.readouterr().err
+
+
+def test_a_build_removes_the_temporary_files_a_killed_build_left(tmp_path):
+    text = write_jsonl(tmp_path / "in.jsonl", [prose(random.Random(60 + i), 50) for i in range(6)])
+    out = tmp_path / "out"
+    # a real SIGKILL while train.bin is being written (its temporary file made, not yet renamed)
+    kill = (f"import os, signal, sys; sys.path.insert(0, {ROOT!r}); from data import prepare_textbooks as pt\n"
+            f"readable = pt.readable\n"
+            f"def die(path):\n"
+            f"    if '.train.bin.' in path: os.kill(os.getpid(), signal.SIGKILL)\n"
+            f"    readable(path)\n"
+            f"pt.readable = die\n"
+            f"pt.main(['--out_dir', {str(out)!r}, '--num_proc', '1', '--text', {str(text)!r}, '--mix', 'text=1'])\n")
+    r = subprocess.run([sys.executable, "-c", kill], capture_output=True, text=True, timeout=300)
+    assert r.returncode == -9, r.stderr
+    stale = [f for f in os.listdir(out) if f.endswith(".tmp")]
+    assert len(stale) == 1 and re.fullmatch(r"\.train\.bin\.\w+\.tmp", stale[0])
+    for name in (".val.bin.k2j4_x9q.tmp", ".meta.json.abcd1234.tmp"):  # as model.atomic_write names them
+        (out / name).write_bytes(b"left by a killed build")
+    (out / "notes.tmp").write_text("not nanophi's: kept")
+    run(out, "--text", text, "--mix", "text=1")
+    assert sorted(os.listdir(out)) == ["meta.json", "notes.tmp", "train.bin", "val.bin"]

@@ -113,3 +113,9 @@ def test_bad_checkpoints_and_prompts_give_one_line(checkpoint, tmp_path):
         result = cli(*argv)
         assert result.returncode == 1, result.stderr
         assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_a_prompt_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    (tmp_path / "prompt.txt").write_bytes(b"Alice was beginning\nto get very tired \xff\n")
+    with pytest.raises(ValueError, match=r"prompt\.txt:2: not valid UTF-8"):
+        sample.read_prompt(f"FILE:{tmp_path / 'prompt.txt'}")
