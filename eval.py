@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from model import atomic_write, load_model, write_text
 from sample import Parser, resolve_device_dtype
-from tokenizer import Tokenizer
+from tokenizer import Tokenizer, check_vocab_size
 
 # -----------------------------------------------------------------------------
 # HumanEval: generation
@@ -820,9 +820,7 @@ def main(argv=None) -> dict:
     model = None
     if needs_model:
         model = load_model(args.init_from, device=device, dtype=dtype).eval()
-        if model.config.vocab_size < tokenizer.n_vocab:
-            raise ValueError(f"the model's vocabulary has {model.config.vocab_size} ids, fewer than the "
-                             f"tokenizer's {tokenizer.n_vocab}; evaluate a model with phi's vocabulary")
+        check_vocab_size(model.config.vocab_size, args.init_from)
     os.makedirs(args.out_dir, exist_ok=True)
     results = {}
     for task in args.tasks:

@@ -618,6 +618,14 @@ class Phi(nn.Module):
                 block.self_attn.kv_cache = KVCache(batch_size, max_seq_len, self.config.n_head,
                                                    self.config.head_dim, p.dtype, p.device)
 
+    def check_fits(self, n_prompt: int, max_new_tokens: int) -> None:
+        """The error generate() gives when the prompt and max_new_tokens exceed the context, for a
+        caller to check before it prints anything."""
+        if n_prompt + max_new_tokens > self.config.block_size:
+            raise ValueError(f"the prompt has {n_prompt} tokens and max_new_tokens is {max_new_tokens}: together "
+                             f"they exceed the context of {self.config.block_size} tokens; shorten the "
+                             f"prompt or lower max_new_tokens")
+
     @torch.inference_mode()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: Optional[int] = None, top_p: Optional[float] = None,
@@ -630,10 +638,7 @@ class Phi(nn.Module):
         B, T = idx.shape
         if T == 0:
             raise ValueError("empty prompt: start from the <|endoftext|> token instead")
-        if T + max_new_tokens > self.config.block_size:
-            raise ValueError(f"the prompt has {T} tokens and max_new_tokens is {max_new_tokens}: together "
-                             f"they exceed the context of {self.config.block_size} tokens; shorten the "
-                             f"prompt or lower max_new_tokens")
+        self.check_fits(T, max_new_tokens)
         if max_new_tokens <= 0:
             return
         step = self if step is None else step

@@ -18,7 +18,7 @@ import time
 import torch
 
 from model import load_model
-from tokenizer import Tokenizer
+from tokenizer import Tokenizer, check_vocab_size
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -69,6 +69,13 @@ def resolve_device_dtype(device: str, dtype: str, local_rank: int = 0) -> tuple[
         device = torch.device(device)
     except RuntimeError:
         raise ValueError(f"--device {device} is not a device; use cpu, cuda, cuda:N or mps") from None
+    # checked before any weights are read: a device that cannot take them is not a corrupt file
+    if device.type == "meta":
+        raise ValueError("--device meta holds no data and cannot run a model; use cpu, cuda, cuda:N or mps")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {device} is not supported; use cpu, cuda, cuda:N or mps")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps asked for, but PyTorch sees no MPS device (an Apple GPU); use --device cpu")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu")
@@ -97,9 +104,11 @@ def main(argv=None) -> None:
     device, dtype = resolve_device_dtype(args.device, args.dtype)
     torch.manual_seed(args.seed)
     model = load_model(args.init_from, device=device, dtype=dtype).eval()
+    check_vocab_size(model.config.vocab_size, args.init_from)
     tokenizer = Tokenizer()
     prompt = read_prompt(args.prompt)
     ids = tokenizer.encode(prompt) or [tokenizer.eot_id]
+    model.check_fits(len(ids), args.max_new_tokens)  # before the prompt is printed
     idx = torch.tensor([ids], dtype=torch.long, device=device)
     stop_id = None if args.ignore_eot else tokenizer.eot_id
 

@@ -113,3 +113,34 @@ def test_bad_checkpoints_and_prompts_give_one_line(checkpoint, tmp_path):
         result = cli(*argv)
         assert result.returncode == 1, result.stderr
         assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def assert_one_line_error(result, message):
+    assert result.returncode == 1 and result.stdout == "", (result.stdout, result.stderr)
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert message in result.stderr, result.stderr
+
+
+def test_a_model_whose_vocabulary_cannot_hold_the_tokenizers_ids_is_one_line():
+    # phi-test's 512 ids: "hello" is token 31373, an IndexError in the embedding
+    assert_one_line_error(cli("--init_from", "scratch:phi-test", "--prompt", "hello", "--max_new_tokens", "10"),
+                          "scratch:phi-test: the model's vocabulary has 512 ids, fewer than the tokenizer's 50295")
+
+
+def test_a_prompt_that_does_not_fit_prints_nothing(checkpoint):
+    _, path = checkpoint
+    assert_one_line_error(cli("--init_from", path, "--prompt", " ".join(["word"] * 250), "--max_new_tokens", "10"),
+                          "the prompt has 250 tokens and max_new_tokens is 10: together they exceed the context of 256")
+
+
+@pytest.mark.parametrize("device, message", [
+    ("meta", "--device meta"),
+    ("mps", "--device mps"),
+    ("xpu", "--device xpu is not supported; use cpu, cuda, cuda:N or mps"),
+])
+def test_a_device_that_cannot_run_the_model_is_named_not_blamed_on_the_weights(checkpoint, device, message):
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has an MPS device")
+    result = cli("--init_from", checkpoint[1], "--device", device)
+    assert_one_line_error(result, message)
+    assert "corrupt" not in result.stderr
