@@ -12,6 +12,7 @@ error (it is not truncated). An empty prompt starts from <|endoftext|>.
 
 import argparse
 import codecs
+import math
 import sys
 import time
 
@@ -28,6 +29,18 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def finite_float(text: str) -> float:
+    """argparse type for float flags: nan passes every < and > check (--temperature nan reached
+    torch.multinomial), so nan and inf are refused here. Shared with eval.py."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = Parser(prog="sample.py", description="Sample text from a phi model.")
     p.add_argument("--init_from", default="out/ckpt.pt",
@@ -35,9 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "name such as microsoft/phi-1_5 (from the local cache), or scratch:PRESET")
     p.add_argument("--prompt", default="", help="the prompt, or FILE:path to read it from a file")
     p.add_argument("--max_new_tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy decoding")
+    p.add_argument("--temperature", type=finite_float, default=0.8, help="0 is greedy decoding")
     p.add_argument("--top_k", type=int, default=None, help="sample among the k most likely tokens")
-    p.add_argument("--top_p", type=float, default=None, help="nucleus sampling: the smallest set of "
+    p.add_argument("--top_p", type=finite_float, default=None, help="nucleus sampling: the smallest set of "
                    "tokens whose probability reaches top_p")
     p.add_argument("--num_samples", type=int, default=1)
     p.add_argument("--seed", type=int, default=1337)

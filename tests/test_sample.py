@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+import eval as ev
 import sample
 from conftest import ROOT, assert_greedy_well_posed, make_hf_model
 from tokenizer import Tokenizer
@@ -144,3 +145,15 @@ def test_a_device_that_cannot_run_the_model_is_named_not_blamed_on_the_weights(c
     result = cli("--init_from", checkpoint[1], "--device", device)
     assert_one_line_error(result, message)
     assert "corrupt" not in result.stderr
+
+
+@pytest.mark.parametrize("script, flag", [(sample, "--temperature"), (sample, "--top_p"),
+                                          (ev, "--temperature"), (ev, "--top_p"), (ev, "--timeout")])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_float_flags_must_be_finite(script, flag, value, capsys):
+    # nan passes every < and > check: --temperature nan reached torch.multinomial
+    with pytest.raises(SystemExit) as e:
+        script.parse_args([f"{flag}={value}"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert f"argument {flag}: must be a finite number, got '{value}'" in err, err
