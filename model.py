@@ -21,6 +21,7 @@ import functools
 import json
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass, fields
 from typing import Iterator, Optional
@@ -32,6 +33,38 @@ import torch.nn.functional as F
 
 # -----------------------------------------------------------------------------
 # Config
+
+# The longest context a config may ask for. The rotary tables (block_size x rotary_dim, cos and sin,
+# float32) are made when the model is built, before any weight is read: 2**20 positions make them
+# 256 MiB for phi's rotary_dim of 32 (max_position_embeddings: 10**12 asked for 4 TB).
+MAX_BLOCK_SIZE = 2 ** 20
+
+
+def is_finite_number(value) -> bool:
+    """An int or a float, not a bool, that a finite float can hold: not nan, inf or 10**400."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= sys.float_info.max
+
+
+def config_field(hf: dict, source: str, key: str, kind: type, default=..., at_most: Optional[int] = None):
+    """hf[key] (default where it is absent or null), checked: int is a positive integer (at most
+    at_most), float a finite number, dict a JSON object, str a string. A wrong type is one line
+    naming the file and the field, not a traceback, or a model that fails in its forward."""
+    value = hf.get(key)
+    if value is None:
+        if default is ...:
+            raise ValueError(f"{source} has no {key}")
+        return default
+    if kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool) and 0 < value <= (at_most or value)
+        what = "a positive integer" + (f" of at most {at_most}" if at_most else "")
+    elif kind is float:
+        ok, what = is_finite_number(value), "a finite number"
+    else:
+        ok, what = isinstance(value, kind), {dict: "a JSON object", str: "a string"}[kind]
+    if not ok:
+        raise ValueError(f"{source}: {key} must be {what}, got {value!r}")
+    return value
+
 
 @dataclass
 class PhiConfig:
@@ -54,9 +87,19 @@ class PhiConfig:
     kernels: str = "auto"
 
     def __post_init__(self):
+        # a checkpoint's model_args arrive here unchecked: True would pass for the integer 1, and a
+        # string layer_norm_eps would fail only in the forward
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type is int and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ValueError(f"PhiConfig.{f.name} must be an integer, got {value!r}")
+            if f.type is float and not is_finite_number(value):
+                raise ValueError(f"PhiConfig.{f.name} must be a finite number, got {value!r}")
         for f in ("vocab_size", "n_layer", "n_head", "n_embd", "n_inner", "block_size"):
-            if not isinstance(getattr(self, f), int) or getattr(self, f) <= 0:
+            if getattr(self, f) <= 0:
                 raise ValueError(f"PhiConfig.{f} must be a positive integer, got {getattr(self, f)!r}")
+        if self.block_size > MAX_BLOCK_SIZE:
+            raise ValueError(f"PhiConfig.block_size must be at most {MAX_BLOCK_SIZE}, got {self.block_size}")
         if self.n_embd % self.n_head:
             raise ValueError(f"PhiConfig: n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
         if not (0 <= self.rotary_dim <= self.head_dim and self.rotary_dim % 2 == 0):
@@ -79,49 +122,63 @@ class PhiConfig:
     # PhiForCausalLM, the current official repos), and Microsoft's earlier "mixformer-sequential"
     # (phi-1, phi-1.5 at release) and "phi-msft" (phi-2 at release), which use GPT-2-style names.
     @classmethod
-    def from_hf(cls, hf: dict) -> "PhiConfig":
-        model_type = hf.get("model_type", "phi")
+    def from_hf(cls, hf: dict, source: str = "config.json") -> "PhiConfig":
+        """source: the file hf was read from, named in the error messages."""
+        if not isinstance(hf, dict):
+            raise ValueError(f"{source} must hold a JSON object, not a {type(hf).__name__}")
+        get = functools.partial(config_field, hf, source)
+
+        def build(**kwargs) -> "PhiConfig":
+            try:
+                return cls(**kwargs)
+            except ValueError as e:  # what the fields say together (rotary_dim, divisibility)
+                raise ValueError(f"{source}: {e}") from None
+
+        model_type = get("model_type", str, "phi")
         if model_type in ("mixformer-sequential", "phi-msft"):
-            if hf.get("n_head_kv") not in (None, hf["n_head"]):
-                raise ValueError("config.json: grouped-query attention (n_head_kv) is not a phi-1/1.5/2 "
+            n_head, n_embd = get("n_head", int), get("n_embd", int)
+            if get("n_head_kv", int, n_head) != n_head:
+                raise ValueError(f"{source}: grouped-query attention (n_head_kv) is not a phi-1/1.5/2 "
                                  "feature and is not supported")
-            return cls(vocab_size=hf["vocab_size"], n_layer=hf["n_layer"], n_head=hf["n_head"],
-                       n_embd=hf["n_embd"], n_inner=hf.get("n_inner") or 4 * hf["n_embd"],
-                       rotary_dim=hf["rotary_dim"], block_size=hf.get("n_positions", 2048),
-                       layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-                       embd_pdrop=hf.get("embd_pdrop", 0.0), resid_pdrop=hf.get("resid_pdrop", 0.0),
-                       attn_pdrop=hf.get("attn_pdrop", 0.0),
-                       initializer_range=hf.get("initializer_range", 0.02))
+            return build(vocab_size=get("vocab_size", int), n_layer=get("n_layer", int), n_head=n_head,
+                         n_embd=n_embd, n_inner=get("n_inner", int, 4 * n_embd),
+                         rotary_dim=get("rotary_dim", int),
+                         block_size=get("n_positions", int, 2048, at_most=MAX_BLOCK_SIZE),
+                         layer_norm_eps=get("layer_norm_epsilon", float, 1e-5),
+                         embd_pdrop=get("embd_pdrop", float, 0.0), resid_pdrop=get("resid_pdrop", float, 0.0),
+                         attn_pdrop=get("attn_pdrop", float, 0.0),
+                         initializer_range=get("initializer_range", float, 0.02))
         if model_type != "phi":
-            raise ValueError(f"config.json has model_type {model_type!r}; nanophi loads phi-1, phi-1.5 "
+            raise ValueError(f"{source} has model_type {model_type!r}; nanophi loads phi-1, phi-1.5 "
                              f"and phi-2 ('phi', 'mixformer-sequential' or 'phi-msft')")
-        n_head = hf["num_attention_heads"]
-        if hf.get("num_key_value_heads") not in (None, n_head):
-            raise ValueError("config.json: num_key_value_heads != num_attention_heads (grouped-query "
+        n_head = get("num_attention_heads", int)
+        if get("num_key_value_heads", int, n_head) != n_head:
+            raise ValueError(f"{source}: num_key_value_heads != num_attention_heads (grouped-query "
                              "attention) is not a phi-1/1.5/2 feature and is not supported")
         if hf.get("qk_layernorm"):
-            raise ValueError("config.json: qk_layernorm is not a phi-1/1.5/2 feature and is not supported")
-        if hf.get("hidden_act", "gelu_new") != "gelu_new":
-            raise ValueError(f"config.json: hidden_act {hf['hidden_act']!r} is not supported (phi uses gelu_new)")
+            raise ValueError(f"{source}: qk_layernorm is not a phi-1/1.5/2 feature and is not supported")
+        if get("hidden_act", str, "gelu_new") != "gelu_new":
+            raise ValueError(f"{source}: hidden_act {hf['hidden_act']!r} is not supported (phi uses gelu_new)")
         # transformers >= 5 nests the rope settings in rope_parameters; older files have them on top
-        rope = hf.get("rope_parameters") or {}
-        scaling = hf.get("rope_scaling")
+        rope = get("rope_parameters", dict, {})
+        scaling = get("rope_scaling", dict, None)
         if rope.get("rope_type", "default") != "default" or (scaling and scaling.get("rope_type", scaling.get("type")) != "default"):
-            raise ValueError("config.json: RoPE scaling is not supported (phi-1/1.5/2 use plain RoPE)")
-        factor = rope.get("partial_rotary_factor", hf.get("partial_rotary_factor", 0.5))
-        n_embd = hf["hidden_size"]
-        head_dim = hf.get("head_dim") or n_embd // n_head
+            raise ValueError(f"{source}: RoPE scaling is not supported (phi-1/1.5/2 use plain RoPE)")
+        get_rope = functools.partial(config_field, {**hf, **rope}, source)  # the nested value wins
+        factor = get_rope("partial_rotary_factor", float, 0.5)
+        n_embd = get("hidden_size", int)
+        head_dim = get("head_dim", int, n_embd // n_head)
         if head_dim * n_head != n_embd:
-            raise ValueError("config.json: head_dim * num_attention_heads != hidden_size is not supported")
-        return cls(vocab_size=hf["vocab_size"], n_layer=hf["num_hidden_layers"], n_head=n_head,
-                   n_embd=n_embd, n_inner=hf["intermediate_size"],
-                   rotary_dim=int(head_dim * factor),  # int() as transformers does
-                   rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
-                   block_size=hf.get("max_position_embeddings", 2048),
-                   layer_norm_eps=hf.get("layer_norm_eps", 1e-5),
-                   embd_pdrop=hf.get("embd_pdrop", 0.0), resid_pdrop=hf.get("resid_pdrop", 0.0),
-                   attn_pdrop=hf.get("attention_dropout", 0.0),
-                   initializer_range=hf.get("initializer_range", 0.02))
+            raise ValueError(f"{source}: head_dim * num_attention_heads != hidden_size is not supported")
+        return build(vocab_size=get("vocab_size", int), n_layer=get("num_hidden_layers", int), n_head=n_head,
+                     n_embd=n_embd, n_inner=get("intermediate_size", int),
+                     rotary_dim=int(head_dim * factor),  # int() as transformers does
+                     rope_theta=float(get_rope("rope_theta", float, 10000.0)),
+                     block_size=get("max_position_embeddings", int, 2048, at_most=MAX_BLOCK_SIZE),
+                     layer_norm_eps=get("layer_norm_eps", float, 1e-5),
+                     embd_pdrop=get("embd_pdrop", float, 0.0), resid_pdrop=get("resid_pdrop", float, 0.0),
+                     attn_pdrop=get("attention_dropout", float, 0.0),
+                     initializer_range=get("initializer_range", float, 0.02))
 
     def to_hf(self) -> dict:
         """config.json in the layout of the official microsoft/phi-1_5 repository."""
@@ -561,6 +618,14 @@ class Phi(nn.Module):
                 block.self_attn.kv_cache = KVCache(batch_size, max_seq_len, self.config.n_head,
                                                    self.config.head_dim, p.dtype, p.device)
 
+    def check_fits(self, n_prompt: int, max_new_tokens: int) -> None:
+        """The error generate() gives when the prompt and max_new_tokens exceed the context, for a
+        caller to check before it prints anything."""
+        if n_prompt + max_new_tokens > self.config.block_size:
+            raise ValueError(f"the prompt has {n_prompt} tokens and max_new_tokens is {max_new_tokens}: together "
+                             f"they exceed the context of {self.config.block_size} tokens; shorten the "
+                             f"prompt or lower max_new_tokens")
+
     @torch.inference_mode()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: Optional[int] = None, top_p: Optional[float] = None,
@@ -573,10 +638,7 @@ class Phi(nn.Module):
         B, T = idx.shape
         if T == 0:
             raise ValueError("empty prompt: start from the <|endoftext|> token instead")
-        if T + max_new_tokens > self.config.block_size:
-            raise ValueError(f"the prompt has {T} tokens and max_new_tokens is {max_new_tokens}: together "
-                             f"they exceed the context of {self.config.block_size} tokens; shorten the "
-                             f"prompt or lower max_new_tokens")
+        self.check_fits(T, max_new_tokens)
         if max_new_tokens <= 0:
             return
         step = self if step is None else step
@@ -606,23 +668,26 @@ class Phi(nn.Module):
         Both transformers' key names and Microsoft's original MixFormer names are accepted.
         dtype None keeps the checkpoint's dtype."""
         directory = resolve_checkpoint(path)
-        with open(os.path.join(directory, "config.json")) as f:
-            try:
-                config = PhiConfig.from_hf(json.load(f))
-            except (json.JSONDecodeError, KeyError) as e:
-                raise ValueError(f"{directory}/config.json is not a valid phi config ({e!r})") from None
+        config_path = os.path.join(directory, "config.json")
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                hf = json.load(f)
+        except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, or nested too deep
+            raise ValueError(f"{config_path} is not a valid phi config ({e!r})") from None
+        config = PhiConfig.from_hf(hf, config_path)
         state = to_official_names(load_state_dict(directory, device=device), config.n_layer)
-        return cls.from_state_dict(config, state, dtype, device)
+        return cls.from_state_dict(config, state, dtype, device, source=directory)
 
     @classmethod
     def from_state_dict(cls, config: PhiConfig, state: dict, dtype: Optional[torch.dtype] = None,
-                        device="cpu") -> "Phi":
+                        device="cpu", source: str = "checkpoint") -> "Phi":
         """Build the model around the tensors of state (official names) without copying them: the
         module is created on the meta device and takes the tensors with load_state_dict(assign=True),
-        so a checkpoint is never held twice. dtype None keeps the tensors' dtype."""
+        so a checkpoint is never held twice. dtype None keeps the tensors' dtype. source: the file
+        or directory state came from, named in the error messages."""
+        check_state_dict(config, state, source)  # before anything is built from the config
         with torch.device("meta"):
             model = cls(config)
-        check_state_dict(model, state)
         if dtype is not None:
             for k in state:  # one tensor at a time, so two full copies never coexist
                 state[k] = state[k].to(device=device, dtype=dtype)
@@ -696,12 +761,18 @@ def load_model(source: str, device="cpu", dtype: Optional[torch.dtype] = None) -
                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
         if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
             raise ValueError(f"{source} is not a nanophi checkpoint (expected keys 'model' and 'model_args')")
+        for key in ("model", "model_args"):
+            if not isinstance(ckpt[key], dict):
+                raise ValueError(f"{source}: '{key}' must be a dict, not a {type(ckpt[key]).__name__}")
         known = {f.name for f in fields(PhiConfig)}
         unknown = set(ckpt["model_args"]) - known
         if unknown:
-            raise ValueError(f"{source}: unknown model_args {sorted(unknown)}")
-        config = PhiConfig(**ckpt["model_args"])
-        return Phi.from_state_dict(config, dict(ckpt["model"]), dtype, device)
+            raise ValueError(f"{source}: unknown model_args {sorted(map(str, unknown))}")
+        try:
+            config = PhiConfig(**ckpt["model_args"])
+        except ValueError as e:
+            raise ValueError(f"{source}: model_args: {e}") from None
+        return Phi.from_state_dict(config, dict(ckpt["model"]), dtype, device, source=source)
     return Phi.from_pretrained(source, dtype=dtype, device=device)
 
 
@@ -759,8 +830,18 @@ def load_state_dict(directory: str, device="cpu") -> dict[str, torch.Tensor]:
         try:
             with open(idx_path) as f:
                 weight_map = json.load(f)["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
+        except (ValueError, KeyError, TypeError, RecursionError) as e:  # also not UTF-8, or not an object
             raise ValueError(f"{idx_path} is not a valid index file ({e!r})") from None
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{idx_path}: weight_map must map tensor names to file names, not a "
+                             f"{type(weight_map).__name__}")
+        # A shard is a file of this directory, named plainly: "../../etc/passwd" or "/etc/passwd"
+        # would read any file. The names are checked, not where they lead: the Hugging Face cache
+        # makes every snapshot file a symlink into ../../blobs.
+        for name in weight_map.values():
+            if not isinstance(name, str) or name in ("", ".", "..") or os.path.basename(name) != name:
+                raise ValueError(f"{idx_path}: weight_map names {name!r}, which is not a plain file name; "
+                                 f"a shard must be a file in {directory}")
         files = [os.path.join(directory, name) for name in sorted(set(weight_map.values()))]
     elif os.path.isfile(bins[0]):
         files = bins
@@ -771,12 +852,14 @@ def load_state_dict(directory: str, device="cpu") -> dict[str, torch.Tensor]:
     for file in files:
         if not os.path.isfile(file):
             raise FileNotFoundError(f"weights file {file} named in the index is missing")
+        # read on the CPU (memory-mapped) and moved to the device after, so that only what the
+        # file holds can be called corrupt, not a device that cannot take the tensors
         try:
             if file.endswith(".safetensors"):
-                part = load_file(file, device=str(device))
+                part = load_file(file)
             else:  # weights_only: tensors and plain containers, never arbitrary pickled objects
-                part = torch.load(file, map_location=device, weights_only=True, mmap=True)
-        except (SafetensorError, RuntimeError, EOFError, ValueError, OSError) as e:
+                part = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except (SafetensorError, RuntimeError, EOFError, ValueError) as e:
             raise ValueError(f"{file} is truncated or corrupt ({type(e).__name__}: {e}); "
                              f"download it again") from None
         if not isinstance(part, dict) or not all(isinstance(v, torch.Tensor) for v in part.values()):
@@ -784,7 +867,7 @@ def load_state_dict(directory: str, device="cpu") -> dict[str, torch.Tensor]:
         for key in part:
             if key in state:
                 raise ValueError(f"key {key} appears in more than one weights file")
-        state.update(part)
+        state.update((k, v.to(device)) for k, v in part.items())
     return state
 
 
@@ -828,19 +911,41 @@ _MIXFORMER_BLOCK_NAMES = {"ln": "input_layernorm", "mixer.out_proj": "self_attn.
                           "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
 
 
-def check_state_dict(model: nn.Module, state: dict) -> None:
-    """Name the first missing, unexpected or mis-shaped key, so a bad checkpoint fails clearly."""
-    expected = {k: v.shape for k, v in model.state_dict().items()}
+def parameter_shapes(config: PhiConfig) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """The name and shape of each parameter of Phi(config), in the module's order, worked out from
+    the config alone. A generator: a config that asks for 10**9 layers is never listed in full."""
+    C, I, V = config.n_embd, config.n_inner, config.vocab_size
+    yield "model.embed_tokens.weight", (V, C)
+    for i in range(config.n_layer):
+        p = f"model.layers.{i}."
+        yield from ((p + "input_layernorm.weight", (C,)), (p + "input_layernorm.bias", (C,)))
+        for proj in ("q_proj", "k_proj", "v_proj", "dense"):
+            yield from ((p + f"self_attn.{proj}.weight", (C, C)), (p + f"self_attn.{proj}.bias", (C,)))
+        yield from ((p + "mlp.fc1.weight", (I, C)), (p + "mlp.fc1.bias", (I,)),
+                    (p + "mlp.fc2.weight", (C, I)), (p + "mlp.fc2.bias", (C,)))
+    yield from (("model.final_layernorm.weight", (C,)), ("model.final_layernorm.bias", (C,)),
+                ("lm_head.weight", (V, C)), ("lm_head.bias", (V,)))
+
+
+def check_state_dict(config: PhiConfig, state: dict, source: str = "checkpoint") -> None:
+    """Name the first missing, unexpected or mis-shaped key, so a bad checkpoint fails clearly.
+    It runs before the model is built: a config much larger than its weights (num_hidden_layers
+    10**9, hidden_size 2**40) stops here, at the first key it lacks or the first shape that differs,
+    instead of in an endless module construction or a huge allocation."""
     state.pop("model.rotary_emb.inv_freq", None)  # an old transformers buffer, recomputed here
-    for k in expected:
+    expected = {}
+    for k, shape in parameter_shapes(config):  # stops at the first key the checkpoint lacks
         if k not in state:
-            raise ValueError(f"checkpoint is missing key {k!r}")
-    for k in state:
+            raise ValueError(f"{source} is missing key {k!r}")
+        expected[k] = shape
+    for k, t in state.items():
         if k not in expected:
-            raise ValueError(f"checkpoint has unexpected key {k!r}")
-        if state[k].shape != expected[k]:
-            raise ValueError(f"checkpoint key {k!r} has shape {tuple(state[k].shape)}, the config "
-                             f"expects {tuple(expected[k])}")
+            raise ValueError(f"{source} has unexpected key {k!r}")
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            what = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{source}: key {k!r} holds {what}, not a floating-point tensor")
+        if tuple(t.shape) != expected[k]:
+            raise ValueError(f"{source}: key {k!r} has shape {tuple(t.shape)}, the config expects {expected[k]}")
 
 
 def write_text(path: str, text: str) -> None:

@@ -12,13 +12,14 @@ error (it is not truncated). An empty prompt starts from <|endoftext|>.
 
 import argparse
 import codecs
+import math
 import sys
 import time
 
 import torch
 
 from model import load_model
-from tokenizer import Tokenizer
+from tokenizer import Tokenizer, check_vocab_size
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -28,6 +29,18 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def finite_float(text: str) -> float:
+    """argparse type for float flags: nan passes every < and > check (--temperature nan reached
+    torch.multinomial), so nan and inf are refused here. Shared with eval.py."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = Parser(prog="sample.py", description="Sample text from a phi model.")
     p.add_argument("--init_from", default="out/ckpt.pt",
@@ -35,9 +48,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "name such as microsoft/phi-1_5 (from the local cache), or scratch:PRESET")
     p.add_argument("--prompt", default="", help="the prompt, or FILE:path to read it from a file")
     p.add_argument("--max_new_tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 is greedy decoding")
+    p.add_argument("--temperature", type=finite_float, default=0.8, help="0 is greedy decoding")
     p.add_argument("--top_k", type=int, default=None, help="sample among the k most likely tokens")
-    p.add_argument("--top_p", type=float, default=None, help="nucleus sampling: the smallest set of "
+    p.add_argument("--top_p", type=finite_float, default=None, help="nucleus sampling: the smallest set of "
                    "tokens whose probability reaches top_p")
     p.add_argument("--num_samples", type=int, default=1)
     p.add_argument("--seed", type=int, default=1337)
@@ -69,6 +82,13 @@ def resolve_device_dtype(device: str, dtype: str, local_rank: int = 0) -> tuple[
         device = torch.device(device)
     except RuntimeError:
         raise ValueError(f"--device {device} is not a device; use cpu, cuda, cuda:N or mps") from None
+    # checked before any weights are read: a device that cannot take them is not a corrupt file
+    if device.type == "meta":
+        raise ValueError("--device meta holds no data and cannot run a model; use cpu, cuda, cuda:N or mps")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {device} is not supported; use cpu, cuda, cuda:N or mps")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps asked for, but PyTorch sees no MPS device (an Apple GPU); use --device cpu")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu")
@@ -100,9 +120,11 @@ def main(argv=None) -> None:
     device, dtype = resolve_device_dtype(args.device, args.dtype)
     torch.manual_seed(args.seed)
     model = load_model(args.init_from, device=device, dtype=dtype).eval()
+    check_vocab_size(model.config.vocab_size, args.init_from)
     tokenizer = Tokenizer()
     prompt = read_prompt(args.prompt)
     ids = tokenizer.encode(prompt) or [tokenizer.eot_id]
+    model.check_fits(len(ids), args.max_new_tokens)  # before the prompt is printed
     idx = torch.tensor([ids], dtype=torch.long, device=device)
     stop_id = None if args.ignore_eot else tokenizer.eot_id
 

@@ -44,6 +44,14 @@ N_VOCAB = EOT_ID + 1 + len(ADDED_TOKENS)  # 50295
 _SPLIT = re.compile(r"(<\|endoftext\|>| {2,%d}|\t{2,%d})" % (MAX_SPACES, MAX_TABS))
 
 
+def check_vocab_size(vocab_size: int, model: str) -> None:
+    """Refuse a model whose vocabulary of vocab_size ids cannot hold every id this tokenizer makes
+    (its embedding would be indexed out of range). model: how the message names it."""
+    if vocab_size < N_VOCAB:
+        raise ValueError(f"{model}: the model's vocabulary has {vocab_size} ids, fewer than the tokenizer's "
+                         f"{N_VOCAB}; use a model with phi's vocabulary (51200 ids)")
+
+
 def load_ranks(path: str = RANKS_FILE) -> dict[bytes, int]:
     """Read a .tiktoken ranks file (one 'base64(token) rank' per line), checking its sha256."""
     try:

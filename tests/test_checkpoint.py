@@ -2,13 +2,17 @@
 
 import json
 import os
+import re
+import subprocess
+import sys
+from dataclasses import asdict
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import make_hf_model, relative_error
-from model import Phi, PhiConfig, load_model
+from conftest import ROOT, make_hf_model, relative_error
+from model import Phi, PhiConfig, load_model, load_state_dict
 
 IDX = torch.randint(0, 1000, (2, 40), generator=torch.Generator().manual_seed(0))
 
@@ -247,3 +251,128 @@ def test_saved_files_get_the_usual_permissions(tmp_path):
         os.umask(old)
     assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "config.json").stat().st_mode & 0o777 == 0o644
+
+
+# -----------------------------------------------------------------------------
+# Hostile or malformed files: one clear line naming the file and the field, and nothing read from
+# outside the model's directory, nothing built before the config is checked against the weights
+
+@pytest.mark.parametrize("index", ["model.safetensors.index.json", "pytorch_model.bin.index.json"])
+def test_an_index_cannot_name_a_file_outside_the_model_directory(hf, tmp_path, index):
+    hf.save_pretrained(tmp_path / "outside")  # good weights, which the index must still not reach
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text((tmp_path / "outside" / "config.json").read_text())
+    for name in ["../outside/model.safetensors", str(tmp_path / "outside" / "model.safetensors"),
+                 "../../../../etc/passwd", "..", "sub/model.safetensors"]:
+        (model_dir / index).write_text(json.dumps({"weight_map": {"lm_head.weight": name}}))
+        with pytest.raises(ValueError, match=re.escape(f"{index}: weight_map names {name!r}, which is not a plain file")):
+            Phi.from_pretrained(str(model_dir))
+
+
+def test_shards_linked_into_the_hf_cache_blobs_still_load(hf, twin_logits, tmp_path):
+    # the Hugging Face cache keeps snapshot files as symlinks to ../../blobs: names are checked, not targets
+    hf.save_pretrained(tmp_path / "saved", max_shard_size="300KB")
+    (tmp_path / "blobs").mkdir()
+    snapshot = tmp_path / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    for name in os.listdir(tmp_path / "saved"):
+        os.rename(tmp_path / "saved" / name, tmp_path / "blobs" / name)
+        os.symlink(os.path.join("..", "..", "blobs", name), snapshot / name)
+    assert os.path.isfile(snapshot / "model.safetensors.index.json")
+    assert torch.equal(logits_of(Phi.from_pretrained(str(snapshot))), twin_logits)
+
+
+def test_a_weight_map_that_is_not_a_dict_is_one_line(hf, tmp_path):
+    hf.save_pretrained(tmp_path, max_shard_size="300KB")
+    index = {"weight_map": ["model-00001-of-00002.safetensors"]}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match=r"model.safetensors.index.json: weight_map must map tensor names to "
+                                         r"file names, not a list"):
+        Phi.from_pretrained(str(tmp_path))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: [c], "config.json must hold a JSON object, not a list"),
+    (lambda c: {**c, "rope_scaling": "yes"}, "config.json: rope_scaling must be a JSON object, got 'yes'"),
+    (lambda c: {**c, "rope_parameters": 2}, "config.json: rope_parameters must be a JSON object, got 2"),
+    (lambda c: {**c, "layer_norm_eps": "x"}, "config.json: layer_norm_eps must be a finite number, got 'x'"),
+    (lambda c: {**c, "rope_parameters": {**c["rope_parameters"], "rope_theta": float("nan")}},
+     "config.json: rope_theta must be a finite number, got nan"),
+    (lambda c: {**c, "resid_pdrop": float("inf")}, "config.json: resid_pdrop must be a finite number, got inf"),
+    (lambda c: {**c, "num_hidden_layers": True}, "config.json: num_hidden_layers must be a positive integer, got True"),
+    (lambda c: {**c, "hidden_size": 256.0}, "config.json: hidden_size must be a positive integer, got 256.0"),
+    (lambda c: {k: v for k, v in c.items() if k != "vocab_size"}, "config.json has no vocab_size"),
+    (lambda c: {**c, "num_attention_heads": 3, "num_key_value_heads": 3},
+     r"config.json: head_dim \* num_attention_heads != hidden_size"),
+])
+def test_a_malformed_config_is_one_line_naming_the_file_and_field(good_dir, edit, message):
+    config = json.loads((good_dir / "config.json").read_text())
+    (good_dir / "config.json").write_text(json.dumps(edit(config)))
+    with pytest.raises(ValueError) as e:
+        Phi.from_pretrained(str(good_dir))
+    assert str(e.value).startswith(str(good_dir / "config.json")) and "\n" not in str(e.value)
+    assert re.search(message, str(e.value)), str(e.value)
+
+
+@pytest.fixture
+def good_pt(hf, tmp_path):
+    model = Phi(PhiConfig.from_hf(hf.config.to_dict()))
+    return tmp_path / "ckpt.pt", {"model": model.state_dict(), "model_args": asdict(model.config)}
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.update(model=list(c["model"].values())), "'model' must be a dict, not a list"),
+    (lambda c: c.update(model={k: 1 for k in c["model"]}),
+     "key 'model.embed_tokens.weight' holds int, not a floating-point tensor"),
+    (lambda c: c.update(model_args=[1, 2]), "'model_args' must be a dict, not a list"),
+    (lambda c: c["model_args"].update(n_layer="2"), "model_args: PhiConfig.n_layer must be an integer, got '2'"),
+    (lambda c: c["model_args"].update(n_layer=True), "model_args: PhiConfig.n_layer must be an integer, got True"),
+    (lambda c: c["model_args"].update(layer_norm_eps="x"),
+     "model_args: PhiConfig.layer_norm_eps must be a finite number, got 'x'"),
+    (lambda c: c["model_args"].update(block_size=10**12), "model_args: PhiConfig.block_size must be at most 1048576"),
+])
+def test_a_malformed_nanophi_checkpoint_is_one_line_naming_the_file_and_field(good_pt, edit, message):
+    path, ckpt = good_pt
+    edit(ckpt)
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError) as e:
+        load_model(str(path))
+    assert str(e.value).startswith(f"{path}") and message in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def sample_cli(*argv):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), *argv], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("num_hidden_layers", 10**9, "is missing key 'model.layers.2.input_layernorm.weight'"),  # hung, at 11 MB/s
+    ("hidden_size", 2**40, "has shape (1000, 256), the config expects (1000, 1099511627776)"),
+    ("max_position_embeddings", 10**12, "config.json: max_position_embeddings must be a positive integer of "
+                                        "at most 1048576"),  # a 4 TB rotary table
+])
+def test_a_config_too_large_for_its_weights_fails_before_anything_is_built(good_dir, field, value, message):
+    config = json.loads((good_dir / "config.json").read_text())
+    (good_dir / "config.json").write_text(json.dumps({**config, field: value}))
+    result = sample_cli("--init_from", str(good_dir), "--max_new_tokens", "1")  # 60 s timeout: not hanging
+    assert result.returncode == 1 and result.stdout == "", result.stderr
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert str(good_dir) in result.stderr
+
+
+def test_the_config_arithmetic_gives_the_models_parameter_shapes():
+    # check_state_dict compares checkpoints with shapes computed from the config, not with a built model
+    from model import parameter_shapes
+    for name in ("phi-test", "phi-nano"):
+        config = PhiConfig.from_name(name)
+        with torch.device("meta"):
+            model = Phi(config)
+        assert dict(parameter_shapes(config)) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="needs a machine without an MPS device")
+def test_a_device_error_is_not_called_a_corrupt_file(good_dir):
+    with pytest.raises(Exception) as e:
+        load_state_dict(str(good_dir), device="mps")
+    assert "mps" in str(e.value) and "corrupt" not in str(e.value)

@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+import eval as ev
 import sample
 from conftest import ROOT, assert_greedy_well_posed, make_hf_model
 from tokenizer import Tokenizer
@@ -119,3 +120,46 @@ def test_a_prompt_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
     (tmp_path / "prompt.txt").write_bytes(b"Alice was beginning\nto get very tired \xff\n")
     with pytest.raises(ValueError, match=r"prompt\.txt:2: not valid UTF-8"):
         sample.read_prompt(f"FILE:{tmp_path / 'prompt.txt'}")
+
+
+def assert_one_line_error(result, message):
+    assert result.returncode == 1 and result.stdout == "", (result.stdout, result.stderr)
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert message in result.stderr, result.stderr
+
+
+def test_a_model_whose_vocabulary_cannot_hold_the_tokenizers_ids_is_one_line():
+    # phi-test's 512 ids: "hello" is token 31373, an IndexError in the embedding
+    assert_one_line_error(cli("--init_from", "scratch:phi-test", "--prompt", "hello", "--max_new_tokens", "10"),
+                          "scratch:phi-test: the model's vocabulary has 512 ids, fewer than the tokenizer's 50295")
+
+
+def test_a_prompt_that_does_not_fit_prints_nothing(checkpoint):
+    _, path = checkpoint
+    assert_one_line_error(cli("--init_from", path, "--prompt", " ".join(["word"] * 250), "--max_new_tokens", "10"),
+                          "the prompt has 250 tokens and max_new_tokens is 10: together they exceed the context of 256")
+
+
+@pytest.mark.parametrize("device, message", [
+    ("meta", "--device meta"),
+    ("mps", "--device mps"),
+    ("xpu", "--device xpu is not supported; use cpu, cuda, cuda:N or mps"),
+])
+def test_a_device_that_cannot_run_the_model_is_named_not_blamed_on_the_weights(checkpoint, device, message):
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has an MPS device")
+    result = cli("--init_from", checkpoint[1], "--device", device)
+    assert_one_line_error(result, message)
+    assert "corrupt" not in result.stderr
+
+
+@pytest.mark.parametrize("script, flag", [(sample, "--temperature"), (sample, "--top_p"),
+                                          (ev, "--temperature"), (ev, "--top_p"), (ev, "--timeout")])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_float_flags_must_be_finite(script, flag, value, capsys):
+    # nan passes every < and > check: --temperature nan reached torch.multinomial
+    with pytest.raises(SystemExit) as e:
+        script.parse_args([f"{flag}={value}"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert f"argument {flag}: must be a finite number, got '{value}'" in err, err
