@@ -235,13 +235,14 @@ def open_tokens(path: str, block_size: int) -> np.memmap:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found; prepare the data first (python data/prepare_textbooks.py) "
                                 f"or point --data_dir at a directory with train.bin and val.bin")
-    if os.path.getsize(path) % 2:
+    size = os.path.getsize(path)
+    if size % 2:
         raise ValueError(f"{path} has an odd number of bytes: it is not a uint16 token file")
-    data = np.memmap(path, dtype=np.uint16, mode="r")
-    if len(data) < block_size + 1:
-        raise ValueError(f"{path} holds {len(data)} tokens, fewer than one window of block_size + 1 = "
+    # checked before mapping: numpy cannot map an empty file, and its error does not name it
+    if size // 2 < block_size + 1:
+        raise ValueError(f"{path} holds {size // 2} tokens, fewer than one window of block_size + 1 = "
                          f"{block_size + 1}; use more data or a smaller --block_size")
-    return data
+    return np.memmap(path, dtype=np.uint16, mode="r")
 
 
 def n_windows(data: np.ndarray, block_size: int) -> int:

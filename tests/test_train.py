@@ -8,6 +8,7 @@ seconds; the references are plain PyTorch written out here, transformers, and un
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -362,6 +363,13 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(data_d
     ckpt = final_state(out)
     assert ckpt["step"] == 1 and all(torch.isfinite(t).all() for t in ckpt["model"].values())
     assert max(losses(out)) == 1  # the bad step was never applied nor logged
+
+
+def test_an_empty_token_file_is_an_error_that_names_it(tmp_path):
+    data = write_tokens(tmp_path / "data")
+    open(os.path.join(data, "train.bin"), "wb").close()
+    with pytest.raises(ValueError, match=re.escape(os.path.join(data, "train.bin")) + " holds 0 tokens"):
+        train.main([*TINY, f"--data_dir={data}", f"--out_dir={tmp_path / 'out'}", "--max_iters=1"])
 
 
 GLOBAL_8 = [*TINY, "--max_iters=3", "--global_batch_size=8", "--eval_interval=3", f"--eps={COMPARE_EPS}"]
