@@ -196,6 +196,9 @@ def resolve_config(base: dict, config_name: Optional[str], overrides: dict) -> T
             raise ConfigError(f"setting {key}={value!r} has the wrong type (expected {kind})")
         if float in allowed and isinstance(value, int) and not isinstance(value, bool):
             values[key] = float(value)
+        # float("nan") and JSON's NaN and Infinity parse; no setting means anything with them
+        if isinstance(values[key], float) and not math.isfinite(values[key]):
+            raise ConfigError(f"--{key}={values[key]}: not a finite number")
     return TrainConfig(**values)
 
 

@@ -372,6 +372,28 @@ def test_an_empty_token_file_is_an_error_that_names_it(tmp_path):
         train.main([*TINY, f"--data_dir={data}", f"--out_dir={tmp_path / 'out'}", "--max_iters=1"])
 
 
+def test_an_empty_token_file_is_an_error_that_names_it(tmp_path):
+    data = write_tokens(tmp_path / "data")
+    open(os.path.join(data, "train.bin"), "wb").close()
+    with pytest.raises(ValueError, match=re.escape(os.path.join(data, "train.bin")) + " holds 0 tokens"):
+        train.main([*TINY, f"--data_dir={data}", f"--out_dir={tmp_path / 'out'}", "--max_iters=1"])
+
+
+@pytest.mark.parametrize("setting", ["--grad_clip=nan", "--learning_rate=inf", "--dropout=nan",
+                                     '{"min_lr": NaN}', '{"beta2": -Infinity}'])
+def test_non_finite_settings_are_rejected_before_anything_runs(data_dir, tmp_path, setting):
+    out = tmp_path / "out"
+    args = [*TINY, f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=1", "--checkpoint_interval=1"]
+    if setting.startswith("{"):  # from a --config JSON file (json reads NaN and Infinity)
+        (tmp_path / "c.json").write_text(setting)
+        args.append(f"--config={tmp_path / 'c.json'}")
+    else:
+        args.append(setting)
+    with pytest.raises(train.ConfigError, match=r"--\w+=(nan|inf|-inf): not a finite number"):
+        train.main(args)
+    assert not out.exists()
+
+
 GLOBAL_8 = [*TINY, "--max_iters=3", "--global_batch_size=8", "--eval_interval=3", f"--eps={COMPARE_EPS}"]
 
 
