@@ -21,6 +21,9 @@ with (seed, epoch); the step's sequences are dealt out to processes and micro-ba
 place in the global order, so the processes never overlap and a step's data depend only on how
 many sequences came before it. That count is saved in the checkpoint: a resumed run reads exactly
 the data the uninterrupted one would have read, and on the CPU its losses are the same to the bit.
+
+out_dir/ckpt.pt is always the newest checkpoint, written once and atomically; each save keeps the
+one it replaces as out_dir/ckpt-STEP.pt (the newest keep_last of them stay), each a file of its own.
 """
 
 import json
@@ -28,6 +31,7 @@ import math
 import os
 import re
 import resource
+import shlex
 import shutil
 import signal
 import sys
@@ -90,7 +94,7 @@ class TrainConfig:
     eval_sequences: int = 256            # the fixed val set: this many windows, evenly spaced over val.bin
     log_interval: int = 10               # print a line every this many steps (log.jsonl gets every step)
     checkpoint_interval: int = 500       # checkpoint every this many steps (and at the end, and on SIGTERM)
-    keep_last: int = 3                   # numbered checkpoints kept besides out_dir/ckpt.pt
+    keep_last: int = 3                   # older checkpoints kept (ckpt-STEP.pt) besides out_dir/ckpt.pt, the newest
     wandb_log: bool = False
     wandb_project: str = "nanophi"
     wandb_run_name: str = ""
@@ -381,8 +385,10 @@ def rng_state(device: torch.device) -> dict:
 def save_checkpoint(cfg: TrainConfig, raw: Phi, optimizer, scaler, step: int, samples_seen: int,
                     device: torch.device, extra: Optional[dict] = None) -> Optional[dict]:
     """Every rank takes part (FSDP gathers the shards, the RNG states are collected); rank 0 writes
-    out_dir/ckpt-STEP.pt atomically, points out_dir/ckpt.pt at it (a hard link, renamed into
-    place) and deletes the numbered checkpoints older than the last keep_last.
+    out_dir/ckpt.pt atomically. The checkpoint it replaces stays, under its own step's name
+    ckpt-STEP.pt: a hard link made just before the rename, so that ckpt.pt is never missing and,
+    once renamed, no file has two names (a copy or truncation of one never changes another). Then
+    the numbered checkpoints older than the newest keep_last are deleted.
     Returns the gathered model state on rank 0 (for the export), else None."""
     model_state = get_model_state_dict(raw, options=FULL)
     optim_state = get_optimizer_state_dict(raw, optimizer, options=FULL)
@@ -396,24 +402,58 @@ def save_checkpoint(cfg: TrainConfig, raw: Phi, optimizer, scaler, step: int, sa
     ckpt = {"model": model_state, "model_args": asdict(raw.config), "optimizer": optim_state,
             "scaler": scaler.state_dict() if scaler.is_enabled() else None, "step": step,
             "samples_seen": samples_seen, "rng": rngs, "config": asdict(cfg), **(extra or {})}
-    path = os.path.join(cfg.out_dir, f"ckpt-{step:07d}.pt")
-    atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
     latest = os.path.join(cfg.out_dir, "ckpt.pt")
-    link = latest + ".link.tmp"
-    if os.path.lexists(link):
-        os.unlink(link)
-    try:
-        os.link(path, link)
-    except OSError:  # a file system without hard links: a second (atomic) write
-        atomic_write(latest, lambda tmp: torch.save(ckpt, tmp))
-    else:
-        os.replace(link, latest)
-    numbered = sorted(f for f in os.listdir(cfg.out_dir) if re.fullmatch(r"ckpt-\d{7}\.pt", f))
-    for old in numbered[:-cfg.keep_last]:
+    previous = checkpoint_step(latest)
+
+    def keep_previous():
+        if previous is None or previous == step:  # (an unreadable ckpt.pt, or a run resumed at its end)
+            return
+        kept = os.path.join(cfg.out_dir, f"ckpt-{previous:07d}.pt")
+        link = os.path.join(cfg.out_dir, f".ckpt-{previous:07d}.pt.link.tmp")
+        if os.path.lexists(link):
+            os.unlink(link)
+        try:
+            os.link(latest, link)
+        except OSError:  # a file system without hard links: ckpt.pt is missing until the rename
+            os.replace(latest, kept)
+        else:
+            os.replace(link, kept)
+
+    atomic_write(latest, lambda tmp: torch.save(ckpt, tmp), before_replace=keep_previous)
+    for old in numbered_checkpoints(cfg.out_dir)[:-cfg.keep_last]:
         os.unlink(os.path.join(cfg.out_dir, old))
     if dist.is_initialized():
         dist.barrier()
     return model_state
+
+
+def numbered_checkpoints(out_dir: str) -> list[str]:
+    """The names of the numbered checkpoints ckpt-STEP.pt in out_dir, oldest first."""
+    return sorted(f for f in os.listdir(out_dir) if re.fullmatch(r"ckpt-\d{7}\.pt", f))
+
+
+def checkpoint_step(path: str) -> Optional[int]:
+    """The step of the checkpoint at path, or None if it is missing or does not load. Cheap: with
+    mmap, torch.load reads the index and the pickle, not the tensors."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["step"])
+    except Exception:
+        return None
+
+
+def newest_checkpoint(out_dir: str, before: Optional[int] = None) -> Optional[tuple[str, int]]:
+    """(path, step) of the newest checkpoint in out_dir that loads (of a step below `before` if
+    given), or None: ckpt.pt, then the numbered ones from the newest."""
+    for name in ["ckpt.pt", *reversed(numbered_checkpoints(out_dir))]:
+        path = os.path.join(out_dir, name)
+        step = checkpoint_step(path)
+        if step is not None and (before is None or step < before):
+            return path, step
+    return None
+
+
+def copy_command(path: str, latest: str) -> str:
+    return f"cp {shlex.quote(path)} {shlex.quote(latest)}"
 
 
 def read_checkpoint(path: str) -> dict:
@@ -424,9 +464,13 @@ def read_checkpoint(path: str) -> dict:
         # mmap: the processes of a node share one copy of the file in the page cache
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # truncated, not a torch file, or pickled objects
+        out_dir = os.path.dirname(path) or "."
+        found = newest_checkpoint(out_dir)
+        advice = (f"the newest checkpoint that loads is {found[0]} (step {found[1]}): "
+                  f"{copy_command(found[0], path)}, then resume again" if found is not None else
+                  f"no checkpoint in {out_dir} loads: start again with --overwrite=true")
         raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}); resume from an older "
-                         f"ckpt-*.pt by copying it to {path}") from None
+                         f"{str(e).splitlines()[0] if str(e) else ''}); {advice}") from None
     missing = {"model", "model_args", "optimizer", "step", "samples_seen", "config"} - set(ckpt)
     if missing:
         raise ValueError(f"{path} lacks {sorted(missing)}: it is not a train.py checkpoint")
@@ -578,10 +622,17 @@ def train(cfg: TrainConfig, ckpt: Optional[dict], world_size: int, local_rank: i
             if re.fullmatch(r"ckpt(-\d{7})?\.pt|log\.jsonl", name):
                 os.unlink(os.path.join(cfg.out_dir, name))
         shutil.rmtree(os.path.join(cfg.out_dir, "hf"), ignore_errors=True)
-    if master:  # temporary files of a save that a crash interrupted
+    if master:  # what a crash in the middle of a save leaves: temporary files, and the old ckpt.pt
+        # with its numbered name too (a crash between the link and the rename; or an out_dir from
+        # before, where ckpt.pt was a link to the newest numbered checkpoint)
+        latest = os.path.join(cfg.out_dir, "ckpt.pt")
         for name in os.listdir(cfg.out_dir):
+            path = os.path.join(cfg.out_dir, name)
             if name.startswith((".ckpt", "ckpt.pt.link")) and name.endswith(".tmp"):
-                os.unlink(os.path.join(cfg.out_dir, name))
+                os.unlink(path)
+            elif (re.fullmatch(r"ckpt-\d{7}\.pt", name) and os.path.isfile(latest)
+                  and os.path.samefile(path, latest)):
+                os.unlink(path)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
     train_data = open_tokens(os.path.join(cfg.data_dir, "train.bin"), cfg.block_size)
