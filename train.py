@@ -24,6 +24,8 @@ the data the uninterrupted one would have read, and on the CPU its losses are th
 
 out_dir/ckpt.pt is always the newest checkpoint, written once and atomically; each save keeps the
 one it replaces as out_dir/ckpt-STEP.pt (the newest keep_last of them stay), each a file of its own.
+Weights that are not finite are never saved, and a NaN or infinite loss stops the run with the
+checkpoint to go back to: the newest one whose next step had a finite loss.
 """
 
 import json
@@ -388,8 +390,15 @@ def save_checkpoint(cfg: TrainConfig, raw: Phi, optimizer, scaler, step: int, sa
     out_dir/ckpt.pt atomically. The checkpoint it replaces stays, under its own step's name
     ckpt-STEP.pt: a hard link made just before the rename, so that ckpt.pt is never missing and,
     once renamed, no file has two names (a copy or truncation of one never changes another). Then
-    the numbered checkpoints older than the newest keep_last are deleted.
-    Returns the gathered model state on rank 0 (for the export), else None."""
+    the numbered checkpoints older than the newest keep_last are deleted. Weights that are not
+    finite are never saved. Returns the gathered model state on rank 0 (for the export), else None."""
+    # every rank decides alike, as the save is collective
+    finite = torch.stack([torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all()
+                          for p in raw.parameters()]).all().float()
+    if dist.is_initialized():
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if not finite.item():
+        raise nonfinite_error(cfg, step, f"the weights after step {step} are not finite; not saved")
     model_state = get_model_state_dict(raw, options=FULL)
     optim_state = get_optimizer_state_dict(raw, optimizer, options=FULL)
     rngs = [rng_state(device)]
@@ -454,6 +463,26 @@ def newest_checkpoint(out_dir: str, before: Optional[int] = None) -> Optional[tu
 
 def copy_command(path: str, latest: str) -> str:
     return f"cp {shlex.quote(path)} {shlex.quote(latest)}"
+
+
+def nonfinite_error(cfg: TrainConfig, step: int, what: str) -> "NonFiniteLoss":
+    """The error for weights after `step` that are not finite or give a non-finite loss, naming
+    the checkpoint to go back to. A checkpoint of step k holds the weights that step k + 1 starts
+    from: it is usable when that step's loss was finite, which holds for every k < step (the run
+    got past k + 1) and not for k = step."""
+    if rank() != 0:  # (rank 0 alone prints the error)
+        return NonFiniteLoss(what)
+    latest = os.path.join(cfg.out_dir, "ckpt.pt")
+    found = newest_checkpoint(cfg.out_dir, before=step)
+    if found is None:
+        advice = ("No usable checkpoint is left: start again (--overwrite=true) with a lower --learning_rate, "
+                  "or check the data")
+    else:
+        path, k = found
+        copy = "" if path == latest else f"{copy_command(path, latest)}, then "
+        advice = (f"The newest usable checkpoint is {path} (step {k}): {copy}resume with --init_from=resume "
+                  f"and a lower --learning_rate, or check the data")
+    return NonFiniteLoss(f"{what}. {advice}")
 
 
 def read_checkpoint(path: str) -> dict:
@@ -697,7 +726,6 @@ def train(cfg: TrainConfig, ckpt: Optional[dict], world_size: int, local_rank: i
 
     model.train()
     final_state, last_saved = None, -1
-    good = step if ckpt is not None else None  # the step of the last good checkpoint
     while True:
         if step % cfg.eval_interval == 0 or step == cfg.max_iters:
             val_loss = evaluate(eval_model, val_data, val_set, cfg, vocab_size, device, autocast)
@@ -736,11 +764,8 @@ def train(cfg: TrainConfig, ckpt: Optional[dict], world_size: int, local_rank: i
         grad_norm = grad_norm.item()
         # fp16's GradScaler skips steps with inf gradients by design; otherwise they are a failure
         if not math.isfinite(loss_value) or (not scaler.is_enabled() and not math.isfinite(grad_norm)):
-            raise NonFiniteLoss(
-                f"loss {loss_value} and grad norm {grad_norm} at step {step + 1}; stopped without applying it. "
-                + (f"The last good checkpoint is {cfg.out_dir}/ckpt.pt (step {good}); resume from it with "
-                   f"a lower --learning_rate, or check the data" if good is not None else
-                   "No checkpoint was written; lower --learning_rate or check the data"))
+            raise nonfinite_error(cfg, step, f"loss {loss_value} and grad norm {grad_norm} at step {step + 1}; "
+                                             f"stopped without applying it")
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
@@ -758,7 +783,7 @@ def train(cfg: TrainConfig, ckpt: Optional[dict], world_size: int, local_rank: i
                       f"{tps:,.0f} tokens/s | MFU {100 * rec['mfu']:.2f}% | peak mem {rec['peak_mem_gb']:.2f} GB")
         if step % cfg.checkpoint_interval == 0 or step == cfg.max_iters or stop_now:
             final_state = save_checkpoint(cfg, raw, optimizer, scaler, step, samples_seen, device)
-            last_saved = good = step
+            last_saved = step
             if stop_now:
                 log.write(f"SIGTERM: saved {cfg.out_dir}/ckpt.pt at step {step}; resume with --init_from=resume")
                 log.close()
