@@ -28,6 +28,7 @@ Weights that are not finite are never saved, and a NaN or infinite loss stops th
 checkpoint to go back to: the newest one whose next step had a finite loss.
 """
 
+import errno
 import json
 import math
 import os
@@ -428,12 +429,36 @@ def save_checkpoint(cfg: TrainConfig, raw: Phi, optimizer, scaler, step: int, sa
         else:
             os.replace(link, kept)
 
-    atomic_write(latest, lambda tmp: torch.save(ckpt, tmp), before_replace=keep_previous)
+    free = shutil.disk_usage(cfg.out_dir).free
+    try:
+        atomic_write(latest, lambda tmp: torch.save(ckpt, tmp), before_replace=keep_previous)
+    except (OSError, RuntimeError) as e:
+        # torch.save reports a full disk as a RuntimeError of its zip writer, without an errno. (Now
+        # the free space can be less than before: the exception holds the unlinked temporary file open.)
+        need = tensor_bytes(ckpt)
+        if (getattr(e, "errno", None) not in (errno.ENOSPC, errno.EDQUOT)
+                and min(free, shutil.disk_usage(cfg.out_dir).free) >= need):
+            raise
+        intact = f"{latest} (step {previous}) is intact" if previous is not None else "no checkpoint was saved"
+        raise OSError(f"the disk is full: the step-{step} checkpoint (about {need / 1e6:.1f} MB) does not fit in "
+                      f"{os.path.abspath(cfg.out_dir)}, which has {free / 1e6:.1f} MB free; {intact}. Free "
+                      f"some space there (or lower --keep_last) and continue with --init_from=resume") from None
     for old in numbered_checkpoints(cfg.out_dir)[:-cfg.keep_last]:
         os.unlink(os.path.join(cfg.out_dir, old))
     if dist.is_initialized():
         dist.barrier()
     return model_state
+
+
+def tensor_bytes(obj) -> int:
+    """The bytes of the tensors in nested dicts and lists: about the size of their torch.save file."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nbytes
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
 
 
 def numbered_checkpoints(out_dir: str) -> list[str]:

@@ -431,6 +431,44 @@ def test_a_checkpoint_left_with_two_names_by_a_crash_is_separated_at_start(data_
     assert not any(name.endswith(".tmp") for name in os.listdir(out))
 
 
+FULL_DISK = """
+mount -t tmpfs -o size=3m tmpfs "$1" || exit 99
+"$2" train.py "${@:4}" --out_dir="$1"
+echo "rc=$?"
+cp -a "$1"/. "$3"/
+"""
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_the_previous_checkpoint_stays(data_dir, tmp_path):
+    """A real full disk: a 3 MB tmpfs as out_dir, in a mount namespace of its own. The step-2
+    checkpoint (~2 MB) fits; the step-4 one does not."""
+    full, copy = tmp_path / "full", tmp_path / "copy"
+    full.mkdir()
+    copy.mkdir()
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux) to mount a small tmpfs")
+    for ns in (["--user", "--map-root-user", "--mount"], ["--mount"]):
+        probe = subprocess.run(["unshare", *ns, "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {shlex.quote(str(full))}"],
+                               capture_output=True)
+        if probe.returncode == 0:
+            break
+    else:
+        pytest.skip(f"cannot mount a tmpfs in a new mount namespace here: {probe.stderr.decode().strip()}")
+    p = subprocess.run(["unshare", *ns, "bash", "-c", FULL_DISK, "full_disk", str(full), sys.executable, str(copy),
+                        *TINY, f"--data_dir={data_dir}", "--max_iters=6", "--checkpoint_interval=2"],
+                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=180)
+    assert "rc=1" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr[-3000:]
+    line = lines[0]
+    m = re.fullmatch(rf"train\.py: error: the disk is full: the step-4 checkpoint \(about ([\d.]+) MB\) does "
+                     rf"not fit in {re.escape(str(full))}, which has ([\d.]+) MB free; .*", line)
+    assert m and 0 < float(m[2]) < float(m[1]) < 3, line
+    assert "ckpt.pt (step 2) is intact" in line
+    assert checkpoint_files(copy) == ["ckpt.pt"] and final_state(copy)["step"] == 2
+    assert not any(name.endswith(".tmp") for name in os.listdir(copy))
+
+
 def test_an_empty_token_file_is_an_error_that_names_it(tmp_path):
     data = write_tokens(tmp_path / "data")
     open(os.path.join(data, "train.bin"), "wb").close()
