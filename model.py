@@ -953,9 +953,10 @@ def write_text(path: str, text: str) -> None:
         f.write(text)
 
 
-def atomic_write(path: str, write) -> None:
+def atomic_write(path: str, write, before_replace=None) -> None:
     """write(tmp_path) to a temporary file next to path, then rename it over path: a crash never
-    leaves a half-written file where a good one was."""
+    leaves a half-written file where a good one was. before_replace(), if given, runs once the
+    file is complete, just before the rename (train.py keeps the file it replaces there)."""
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     os.close(fd)
@@ -966,6 +967,8 @@ def atomic_write(path: str, write) -> None:
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode open() would
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

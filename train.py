@@ -21,13 +21,20 @@ with (seed, epoch); the step's sequences are dealt out to processes and micro-ba
 place in the global order, so the processes never overlap and a step's data depend only on how
 many sequences came before it. That count is saved in the checkpoint: a resumed run reads exactly
 the data the uninterrupted one would have read, and on the CPU its losses are the same to the bit.
+
+out_dir/ckpt.pt is always the newest checkpoint, written once and atomically; each save keeps the
+one it replaces as out_dir/ckpt-STEP.pt (the newest keep_last of them stay), each a file of its own.
+Weights that are not finite are never saved, and a NaN or infinite loss stops the run with the
+checkpoint to go back to: the newest one whose next step had a finite loss.
 """
 
+import errno
 import json
 import math
 import os
 import re
 import resource
+import shlex
 import shutil
 import signal
 import sys
@@ -90,7 +97,7 @@ class TrainConfig:
     eval_sequences: int = 256            # the fixed val set: this many windows, evenly spaced over val.bin
     log_interval: int = 10               # print a line every this many steps (log.jsonl gets every step)
     checkpoint_interval: int = 500       # checkpoint every this many steps (and at the end, and on SIGTERM)
-    keep_last: int = 3                   # numbered checkpoints kept besides out_dir/ckpt.pt
+    keep_last: int = 3                   # older checkpoints kept (ckpt-STEP.pt) besides out_dir/ckpt.pt, the newest
     wandb_log: bool = False
     wandb_project: str = "nanophi"
     wandb_run_name: str = ""
@@ -196,6 +203,9 @@ def resolve_config(base: dict, config_name: Optional[str], overrides: dict) -> T
             raise ConfigError(f"setting {key}={value!r} has the wrong type (expected {kind})")
         if float in allowed and isinstance(value, int) and not isinstance(value, bool):
             values[key] = float(value)
+        # float("nan") and JSON's NaN and Infinity parse; no setting means anything with them
+        if isinstance(values[key], float) and not math.isfinite(values[key]):
+            raise ConfigError(f"--{key}={values[key]}: not a finite number")
     return TrainConfig(**values)
 
 
@@ -235,13 +245,14 @@ def open_tokens(path: str, block_size: int) -> np.memmap:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found; prepare the data first (python data/prepare_textbooks.py) "
                                 f"or point --data_dir at a directory with train.bin and val.bin")
-    if os.path.getsize(path) % 2:
+    size = os.path.getsize(path)
+    if size % 2:
         raise ValueError(f"{path} has an odd number of bytes: it is not a uint16 token file")
-    data = np.memmap(path, dtype=np.uint16, mode="r")
-    if len(data) < block_size + 1:
-        raise ValueError(f"{path} holds {len(data)} tokens, fewer than one window of block_size + 1 = "
+    # checked before mapping: numpy cannot map an empty file, and its error does not name it
+    if size // 2 < block_size + 1:
+        raise ValueError(f"{path} holds {size // 2} tokens, fewer than one window of block_size + 1 = "
                          f"{block_size + 1}; use more data or a smaller --block_size")
-    return data
+    return np.memmap(path, dtype=np.uint16, mode="r")
 
 
 def n_windows(data: np.ndarray, block_size: int) -> int:
@@ -377,9 +388,18 @@ def rng_state(device: torch.device) -> dict:
 def save_checkpoint(cfg: TrainConfig, raw: Phi, optimizer, scaler, step: int, samples_seen: int,
                     device: torch.device, extra: Optional[dict] = None) -> Optional[dict]:
     """Every rank takes part (FSDP gathers the shards, the RNG states are collected); rank 0 writes
-    out_dir/ckpt-STEP.pt atomically, points out_dir/ckpt.pt at it (a hard link, renamed into
-    place) and deletes the numbered checkpoints older than the last keep_last.
-    Returns the gathered model state on rank 0 (for the export), else None."""
+    out_dir/ckpt.pt atomically. The checkpoint it replaces stays, under its own step's name
+    ckpt-STEP.pt: a hard link made just before the rename, so that ckpt.pt is never missing and,
+    once renamed, no file has two names (a copy or truncation of one never changes another). Then
+    the numbered checkpoints older than the newest keep_last are deleted. Weights that are not
+    finite are never saved. Returns the gathered model state on rank 0 (for the export), else None."""
+    # every rank decides alike, as the save is collective
+    finite = torch.stack([torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all()
+                          for p in raw.parameters()]).all().float()
+    if dist.is_initialized():
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if not finite.item():
+        raise nonfinite_error(cfg, step, f"the weights after step {step} are not finite; not saved")
     model_state = get_model_state_dict(raw, options=FULL)
     optim_state = get_optimizer_state_dict(raw, optimizer, options=FULL)
     rngs = [rng_state(device)]
@@ -392,24 +412,102 @@ def save_checkpoint(cfg: TrainConfig, raw: Phi, optimizer, scaler, step: int, sa
     ckpt = {"model": model_state, "model_args": asdict(raw.config), "optimizer": optim_state,
             "scaler": scaler.state_dict() if scaler.is_enabled() else None, "step": step,
             "samples_seen": samples_seen, "rng": rngs, "config": asdict(cfg), **(extra or {})}
-    path = os.path.join(cfg.out_dir, f"ckpt-{step:07d}.pt")
-    atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
     latest = os.path.join(cfg.out_dir, "ckpt.pt")
-    link = latest + ".link.tmp"
-    if os.path.lexists(link):
-        os.unlink(link)
+    previous = checkpoint_step(latest)
+
+    def keep_previous():
+        if previous is None or previous == step:  # (an unreadable ckpt.pt, or a run resumed at its end)
+            return
+        kept = os.path.join(cfg.out_dir, f"ckpt-{previous:07d}.pt")
+        link = os.path.join(cfg.out_dir, f".ckpt-{previous:07d}.pt.link.tmp")
+        if os.path.lexists(link):
+            os.unlink(link)
+        try:
+            os.link(latest, link)
+        except OSError:  # a file system without hard links: ckpt.pt is missing until the rename
+            os.replace(latest, kept)
+        else:
+            os.replace(link, kept)
+
+    free = shutil.disk_usage(cfg.out_dir).free
     try:
-        os.link(path, link)
-    except OSError:  # a file system without hard links: a second (atomic) write
-        atomic_write(latest, lambda tmp: torch.save(ckpt, tmp))
-    else:
-        os.replace(link, latest)
-    numbered = sorted(f for f in os.listdir(cfg.out_dir) if re.fullmatch(r"ckpt-\d{7}\.pt", f))
-    for old in numbered[:-cfg.keep_last]:
+        atomic_write(latest, lambda tmp: torch.save(ckpt, tmp), before_replace=keep_previous)
+    except (OSError, RuntimeError) as e:
+        # torch.save reports a full disk as a RuntimeError of its zip writer, without an errno. (Now
+        # the free space can be less than before: the exception holds the unlinked temporary file open.)
+        need = tensor_bytes(ckpt)
+        if (getattr(e, "errno", None) not in (errno.ENOSPC, errno.EDQUOT)
+                and min(free, shutil.disk_usage(cfg.out_dir).free) >= need):
+            raise
+        intact = f"{latest} (step {previous}) is intact" if previous is not None else "no checkpoint was saved"
+        raise OSError(f"the disk is full: the step-{step} checkpoint (about {need / 1e6:.1f} MB) does not fit in "
+                      f"{os.path.abspath(cfg.out_dir)}, which has {free / 1e6:.1f} MB free; {intact}. Free "
+                      f"some space there (or lower --keep_last) and continue with --init_from=resume") from None
+    for old in numbered_checkpoints(cfg.out_dir)[:-cfg.keep_last]:
         os.unlink(os.path.join(cfg.out_dir, old))
     if dist.is_initialized():
         dist.barrier()
     return model_state
+
+
+def tensor_bytes(obj) -> int:
+    """The bytes of the tensors in nested dicts and lists: about the size of their torch.save file."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nbytes
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
+def numbered_checkpoints(out_dir: str) -> list[str]:
+    """The names of the numbered checkpoints ckpt-STEP.pt in out_dir, oldest first."""
+    return sorted(f for f in os.listdir(out_dir) if re.fullmatch(r"ckpt-\d{7}\.pt", f))
+
+
+def checkpoint_step(path: str) -> Optional[int]:
+    """The step of the checkpoint at path, or None if it is missing or does not load. Cheap: with
+    mmap, torch.load reads the index and the pickle, not the tensors."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["step"])
+    except Exception:
+        return None
+
+
+def newest_checkpoint(out_dir: str, before: Optional[int] = None) -> Optional[tuple[str, int]]:
+    """(path, step) of the newest checkpoint in out_dir that loads (of a step below `before` if
+    given), or None: ckpt.pt, then the numbered ones from the newest."""
+    for name in ["ckpt.pt", *reversed(numbered_checkpoints(out_dir))]:
+        path = os.path.join(out_dir, name)
+        step = checkpoint_step(path)
+        if step is not None and (before is None or step < before):
+            return path, step
+    return None
+
+
+def copy_command(path: str, latest: str) -> str:
+    return f"cp {shlex.quote(path)} {shlex.quote(latest)}"
+
+
+def nonfinite_error(cfg: TrainConfig, step: int, what: str) -> "NonFiniteLoss":
+    """The error for weights after `step` that are not finite or give a non-finite loss, naming
+    the checkpoint to go back to. A checkpoint of step k holds the weights that step k + 1 starts
+    from: it is usable when that step's loss was finite, which holds for every k < step (the run
+    got past k + 1) and not for k = step."""
+    if rank() != 0:  # (rank 0 alone prints the error)
+        return NonFiniteLoss(what)
+    latest = os.path.join(cfg.out_dir, "ckpt.pt")
+    found = newest_checkpoint(cfg.out_dir, before=step)
+    if found is None:
+        advice = ("No usable checkpoint is left: start again (--overwrite=true) with a lower --learning_rate, "
+                  "or check the data")
+    else:
+        path, k = found
+        copy = "" if path == latest else f"{copy_command(path, latest)}, then "
+        advice = (f"The newest usable checkpoint is {path} (step {k}): {copy}resume with --init_from=resume "
+                  f"and a lower --learning_rate, or check the data")
+    return NonFiniteLoss(f"{what}. {advice}")
 
 
 def read_checkpoint(path: str) -> dict:
@@ -420,9 +518,13 @@ def read_checkpoint(path: str) -> dict:
         # mmap: the processes of a node share one copy of the file in the page cache
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # truncated, not a torch file, or pickled objects
+        out_dir = os.path.dirname(path) or "."
+        found = newest_checkpoint(out_dir)
+        advice = (f"the newest checkpoint that loads is {found[0]} (step {found[1]}): "
+                  f"{copy_command(found[0], path)}, then resume again" if found is not None else
+                  f"no checkpoint in {out_dir} loads: start again with --overwrite=true")
         raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}); resume from an older "
-                         f"ckpt-*.pt by copying it to {path}") from None
+                         f"{str(e).splitlines()[0] if str(e) else ''}); {advice}") from None
     missing = {"model", "model_args", "optimizer", "step", "samples_seen", "config"} - set(ckpt)
     if missing:
         raise ValueError(f"{path} lacks {sorted(missing)}: it is not a train.py checkpoint")
@@ -574,10 +676,17 @@ def train(cfg: TrainConfig, ckpt: Optional[dict], world_size: int, local_rank: i
             if re.fullmatch(r"ckpt(-\d{7})?\.pt|log\.jsonl", name):
                 os.unlink(os.path.join(cfg.out_dir, name))
         shutil.rmtree(os.path.join(cfg.out_dir, "hf"), ignore_errors=True)
-    if master:  # temporary files of a save that a crash interrupted
+    if master:  # what a crash in the middle of a save leaves: temporary files, and the old ckpt.pt
+        # with its numbered name too (a crash between the link and the rename; or an out_dir from
+        # before, where ckpt.pt was a link to the newest numbered checkpoint)
+        latest = os.path.join(cfg.out_dir, "ckpt.pt")
         for name in os.listdir(cfg.out_dir):
+            path = os.path.join(cfg.out_dir, name)
             if name.startswith((".ckpt", "ckpt.pt.link")) and name.endswith(".tmp"):
-                os.unlink(os.path.join(cfg.out_dir, name))
+                os.unlink(path)
+            elif (re.fullmatch(r"ckpt-\d{7}\.pt", name) and os.path.isfile(latest)
+                  and os.path.samefile(path, latest)):
+                os.unlink(path)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
     train_data = open_tokens(os.path.join(cfg.data_dir, "train.bin"), cfg.block_size)
@@ -642,7 +751,6 @@ def train(cfg: TrainConfig, ckpt: Optional[dict], world_size: int, local_rank: i
 
     model.train()
     final_state, last_saved = None, -1
-    good = step if ckpt is not None else None  # the step of the last good checkpoint
     while True:
         if step % cfg.eval_interval == 0 or step == cfg.max_iters:
             val_loss = evaluate(eval_model, val_data, val_set, cfg, vocab_size, device, autocast)
@@ -681,11 +789,8 @@ def train(cfg: TrainConfig, ckpt: Optional[dict], world_size: int, local_rank: i
         grad_norm = grad_norm.item()
         # fp16's GradScaler skips steps with inf gradients by design; otherwise they are a failure
         if not math.isfinite(loss_value) or (not scaler.is_enabled() and not math.isfinite(grad_norm)):
-            raise NonFiniteLoss(
-                f"loss {loss_value} and grad norm {grad_norm} at step {step + 1}; stopped without applying it. "
-                + (f"The last good checkpoint is {cfg.out_dir}/ckpt.pt (step {good}); resume from it with "
-                   f"a lower --learning_rate, or check the data" if good is not None else
-                   "No checkpoint was written; lower --learning_rate or check the data"))
+            raise nonfinite_error(cfg, step, f"loss {loss_value} and grad norm {grad_norm} at step {step + 1}; "
+                                             f"stopped without applying it")
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
@@ -703,7 +808,7 @@ def train(cfg: TrainConfig, ckpt: Optional[dict], world_size: int, local_rank: i
                       f"{tps:,.0f} tokens/s | MFU {100 * rec['mfu']:.2f}% | peak mem {rec['peak_mem_gb']:.2f} GB")
         if step % cfg.checkpoint_interval == 0 or step == cfg.max_iters or stop_now:
             final_state = save_checkpoint(cfg, raw, optimizer, scaler, step, samples_seen, device)
-            last_saved = good = step
+            last_saved = step
             if stop_now:
                 log.write(f"SIGTERM: saved {cfg.out_dir}/ckpt.pt at step {step}; resume with --init_from=resume")
                 log.close()

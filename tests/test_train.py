@@ -5,9 +5,13 @@ from Hugging Face weights, and clear errors for bad settings.
 The runs are tiny (the phi-test preset on random tokens) so that the processes start and finish in
 seconds; the references are plain PyTorch written out here, transformers, and uninterrupted runs."""
 
+import hashlib
 import json
 import math
 import os
+import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -353,15 +357,174 @@ def test_a_crash_during_save_leaves_the_previous_checkpoint_loadable(data_dir, t
     assert not any(name.endswith(".tmp") for name in os.listdir(out))
 
 
-def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+def checkpoint_files(out) -> list:
+    return sorted(n for n in os.listdir(out) if re.fullmatch(r"ckpt(-\d{7})?\.pt", n))
+
+
+def digest(path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_every_checkpoint_is_its_own_file_and_the_corrupt_checkpoint_advice_works(data_dir, tmp_path):
+    """ckpt.pt is the newest checkpoint and the numbered ones are the older ones, each its own file:
+    truncating ckpt.pt, or copying a numbered one over it as the error message says, touches no
+    other checkpoint, and the run resumes from the copy as from the original."""
     out = tmp_path / "out"
-    # a learning rate of 1e30 makes the weights ~1e30 after one step: the next forward overflows
-    with pytest.raises(train.NonFiniteLoss, match=r"loss nan .* at step 2; stopped .*/ckpt.pt \(step 1\)"):
+    train.main([*TINY, f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=6",
+                "--checkpoint_interval=2", "--keep_last=2"])
+    assert checkpoint_files(out) == ["ckpt-0000002.pt", "ckpt-0000004.pt", "ckpt.pt"]
+    assert [torch.load(out / n, weights_only=True)["step"] for n in checkpoint_files(out)] == [2, 4, 6]
+    assert len({os.stat(out / n).st_ino for n in checkpoint_files(out)}) == 3  # no file has two names
+    older = {n: digest(out / n) for n in ("ckpt-0000002.pt", "ckpt-0000004.pt")}
+    first_run = losses(out)
+
+    with open(out / "ckpt.pt", "r+b") as f:
+        f.truncate(1000)
+    assert {n: digest(out / n) for n in older} == older
+    with pytest.raises(ValueError, match="is not a readable checkpoint") as e:
+        train.main([f"--out_dir={out}", "--init_from=resume"])
+    command = f"cp {out / 'ckpt-0000004.pt'} {out / 'ckpt.pt'}"
+    assert f"the newest checkpoint that loads is {out / 'ckpt-0000004.pt'} (step 4): {command}" in str(e.value)
+    subprocess.run(shlex.split(command), check=True)  # as the message says
+    assert {n: digest(out / n) for n in older} == older
+    train.main([f"--out_dir={out}", "--init_from=resume", "--max_iters=6"])
+    assert losses(out, since_last_start=True) == {5: first_run[5], 6: first_run[6]}
+    assert {n: digest(out / n) for n in older} == older
+
+    # the message names the newest checkpoint that actually loads, or says that none is left
+    for name in ("ckpt.pt", "ckpt-0000004.pt"):
+        (out / name).write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=re.escape(f"cp {out / 'ckpt-0000002.pt'} {out / 'ckpt.pt'}")):
+        train.main([f"--out_dir={out}", "--init_from=resume"])
+    (out / "ckpt-0000002.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match="no checkpoint in .* loads: start again"):
+        train.main([f"--out_dir={out}", "--init_from=resume"])
+
+
+LINK_CRASH = """
+import os, signal, sys, train
+real_replace, calls = os.replace, []
+def replace(src, dst, *args, **kwargs):  # the second save dies just before its rename onto ckpt.pt
+    if os.path.basename(dst) == "ckpt.pt":
+        calls.append(dst)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real_replace(src, dst, *args, **kwargs)
+os.replace = replace
+train.main(sys.argv[1:])
+"""
+
+
+def test_a_checkpoint_left_with_two_names_by_a_crash_is_separated_at_start(data_dir, tmp_path):
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-c", LINK_CRASH, *TINY, f"--data_dir={data_dir}", f"--out_dir={out}",
+                        "--max_iters=10", "--checkpoint_interval=2"], cwd=ROOT, env=ENV, capture_output=True)
+    assert p.returncode == -signal.SIGKILL
+    twins = [n for n in checkpoint_files(out) if n != "ckpt.pt" and os.path.samefile(out / n, out / "ckpt.pt")]
+    assert twins  # the crash came between the link and the rename
+    # any start repairs it, even one that fails right after (here: on missing data)
+    with pytest.raises(FileNotFoundError):
+        train.main([f"--out_dir={out}", "--init_from=resume", f"--data_dir={tmp_path / 'nothing'}"])
+    assert len({os.stat(out / n).st_ino for n in checkpoint_files(out)}) == len(checkpoint_files(out))
+    assert torch.load(out / "ckpt.pt", weights_only=True)["step"] == 2
+    assert not any(name.endswith(".tmp") for name in os.listdir(out))
+
+
+FULL_DISK = """
+mount -t tmpfs -o size=3m tmpfs "$1" || exit 99
+"$2" train.py "${@:4}" --out_dir="$1"
+echo "rc=$?"
+cp -a "$1"/. "$3"/
+"""
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_the_previous_checkpoint_stays(data_dir, tmp_path):
+    """A real full disk: a 3 MB tmpfs as out_dir, in a mount namespace of its own. The step-2
+    checkpoint (~2 MB) fits; the step-4 one does not."""
+    full, copy = tmp_path / "full", tmp_path / "copy"
+    full.mkdir()
+    copy.mkdir()
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux) to mount a small tmpfs")
+    for ns in (["--user", "--map-root-user", "--mount"], ["--mount"]):
+        probe = subprocess.run(["unshare", *ns, "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {shlex.quote(str(full))}"],
+                               capture_output=True)
+        if probe.returncode == 0:
+            break
+    else:
+        pytest.skip(f"cannot mount a tmpfs in a new mount namespace here: {probe.stderr.decode().strip()}")
+    p = subprocess.run(["unshare", *ns, "bash", "-c", FULL_DISK, "full_disk", str(full), sys.executable, str(copy),
+                        *TINY, f"--data_dir={data_dir}", "--max_iters=6", "--checkpoint_interval=2"],
+                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=180)
+    assert "rc=1" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr[-3000:]
+    line = lines[0]
+    m = re.fullmatch(rf"train\.py: error: the disk is full: the step-4 checkpoint \(about ([\d.]+) MB\) does "
+                     rf"not fit in {re.escape(str(full))}, which has ([\d.]+) MB free; .*", line)
+    assert m and 0 < float(m[2]) < float(m[1]) < 3, line
+    assert "ckpt.pt (step 2) is intact" in line
+    assert checkpoint_files(copy) == ["ckpt.pt"] and final_state(copy)["step"] == 2
+    assert not any(name.endswith(".tmp") for name in os.listdir(copy))
+
+
+def test_an_empty_token_file_is_an_error_that_names_it(tmp_path):
+    data = write_tokens(tmp_path / "data")
+    open(os.path.join(data, "train.bin"), "wb").close()
+    with pytest.raises(ValueError, match=re.escape(os.path.join(data, "train.bin")) + " holds 0 tokens"):
+        train.main([*TINY, f"--data_dir={data}", f"--out_dir={tmp_path / 'out'}", "--max_iters=1"])
+
+
+@pytest.mark.parametrize("setting", ["--grad_clip=nan", "--learning_rate=inf", "--dropout=nan",
+                                     '{"min_lr": NaN}', '{"beta2": -Infinity}'])
+def test_non_finite_settings_are_rejected_before_anything_runs(data_dir, tmp_path, setting):
+    out = tmp_path / "out"
+    args = [*TINY, f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=1", "--checkpoint_interval=1"]
+    if setting.startswith("{"):  # from a --config JSON file (json reads NaN and Infinity)
+        (tmp_path / "c.json").write_text(setting)
+        args.append(f"--config={tmp_path / 'c.json'}")
+    else:
+        args.append(setting)
+    with pytest.raises(train.ConfigError, match=r"--\w+=(nan|inf|-inf): not a finite number"):
+        train.main(args)
+    assert not out.exists()
+
+
+def test_weights_that_overflow_are_never_saved(data_dir, tmp_path):
+    """A learning rate of 1e39 is a finite float, but the first update overflows float32: the
+    loss of step 1 is finite and the weights after it are infinite."""
+    out = tmp_path / "out"
+    with pytest.raises(train.NonFiniteLoss, match=r"the weights after step 1 are not finite; not saved\. "
+                                                  r"No usable checkpoint is left: start again .*lower --learning_rate"):
         train.main([*TINY, f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=5",
-                    "--checkpoint_interval=1", "--learning_rate=1e30"])
-    ckpt = final_state(out)
-    assert ckpt["step"] == 1 and all(torch.isfinite(t).all() for t in ckpt["model"].values())
+                    "--checkpoint_interval=1", "--learning_rate=1e39"])
+    assert checkpoint_files(out) == []
+    assert max(losses(out)) == 1
+
+
+def test_nan_loss_names_the_newest_checkpoint_whose_next_step_was_finite(data_dir, tmp_path):
+    """A checkpoint of step k holds the weights whose forward at step k + 1 gave the loss: it is
+    usable only if that loss was finite."""
+    out = tmp_path / "out"
+    args = [*TINY, f"--data_dir={data_dir}", f"--out_dir={out}", "--checkpoint_interval=1"]
+    # a learning rate of 1e30 makes the weights ~1e30 after one step: the next forward overflows
+    with pytest.raises(train.NonFiniteLoss, match=r"loss nan .* at step 2; stopped without applying it\. .*"
+                                                  r"No usable checkpoint is left: start again"):
+        train.main([*args, "--max_iters=5", "--learning_rate=1e30"])
     assert max(losses(out)) == 1  # the bad step was never applied nor logged
+
+    train.main([*args, "--max_iters=4", "--checkpoint_interval=2", "--overwrite=true"])
+    with pytest.raises(train.NonFiniteLoss, match=r"loss nan .* at step 6") as e:
+        train.main([f"--out_dir={out}", "--init_from=resume", "--max_iters=10", "--learning_rate=1e30",
+                    "--checkpoint_interval=1"])
+    assert final_state(out)["step"] == 5  # saved with finite weights, but its next step was nan
+    command = f"cp {out / 'ckpt-0000004.pt'} {out / 'ckpt.pt'}"
+    assert f"The newest usable checkpoint is {out / 'ckpt-0000004.pt'} (step 4): {command}" in str(e.value)
+    subprocess.run(shlex.split(command), check=True)  # as the message says
+    train.main([f"--out_dir={out}", "--init_from=resume", "--max_iters=6", "--learning_rate=3e-3"])
+    resumed = losses(out, since_last_start=True)
+    assert list(resumed) == [5, 6] and all(math.isfinite(v) for v in resumed.values())
 
 
 GLOBAL_8 = [*TINY, "--max_iters=3", "--global_batch_size=8", "--eval_interval=3", f"--eps={COMPARE_EPS}"]
