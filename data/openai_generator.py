@@ -83,18 +83,22 @@ def cache_key(body: dict) -> str:
 
 class Cache:
     """Answers on disk, one JSON object per line, appended (and flushed to disk) as they arrive.
-    A line cut short by a crash is ignored on the next load."""
+    A line cut short by a crash, even inside a character, is ignored on the next load, as is any
+    line that does not hold an answer."""
 
     def __init__(self, path: str):
         self.path, self.answers, self.torn = path, {}, 0
         self.lock = threading.Lock()
         if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
+            with open(path, "rb") as f:  # bytes: a line cut inside a character must not stop the load
                 for line in f:
                     try:
-                        rec = json.loads(line)
+                        rec = json.loads(line.decode("utf-8"))
+                        if not isinstance(rec["text"], str):
+                            raise TypeError("no text")
                         self.answers[rec["key"]] = rec
-                    except (json.JSONDecodeError, KeyError, TypeError):
+                    # UnicodeDecodeError and JSONDecodeError are ValueErrors; deep nesting is a RecursionError
+                    except (ValueError, KeyError, TypeError, RecursionError):
                         self.torn += 1
 
     def put(self, rec: dict) -> None:

@@ -19,6 +19,13 @@ from data import textbook_generator as tg
 KEY = "sk-test-0123456789-SECRET"
 
 
+def section(seed) -> str:
+    """A distinct, deterministic 'textbook section' of made-up words for each seed."""
+    rng = random.Random(seed)
+    return " ".join("".join(rng.choice("bcdfgklmnprstvz") + rng.choice("aeiou") for _ in range(rng.randint(1, 3)))
+                    for _ in range(150))
+
+
 class ChatServer:
     """POST /v1/chat/completions on 127.0.0.1. `failures` is a list of HTTP codes to answer before
     answering normally; after `stop_after` answers every request gets HTTP `then`."""
@@ -73,10 +80,7 @@ class ChatServer:
 
     def answer(self, prompt: str) -> str:
         """A distinct, deterministic 'textbook section' for each prompt, tagged with the server."""
-        rng = random.Random(hashlib.sha256(prompt.encode()).hexdigest())
-        words = ["".join(rng.choice("bcdfgklmnprstvz") + rng.choice("aeiou") for _ in range(rng.randint(1, 3)))
-                 for _ in range(150)]
-        return f"Served by {self.name}. {prompt[:60]}\n\n" + " ".join(words)
+        return f"Served by {self.name}. {prompt[:60]}\n\n" + section(hashlib.sha256(prompt.encode()).hexdigest())
 
     def close(self):
         self.httpd.shutdown()
@@ -193,3 +197,24 @@ def test_unreachable_server_is_a_clear_error(tmp_path):
     server.close()  # nothing listens there any more
     with pytest.raises(RuntimeError, match="failed 2 times"):
         pt.main(args(tmp_path / "out", url, "--retries", "1"))
+
+
+@pytest.mark.parametrize("bad_line", [b'{"key": "abc", "text": "caf\xc3', b"[" * 100_000],
+                         ids=["cut-inside-a-character", "nested-too-deep"])
+def test_a_cache_line_that_cannot_be_read_counts_as_torn(tmp_path, bad_line):
+    out = tmp_path / "out"
+    out.mkdir()
+    prompt = og.prompt_text(*og.prompt_plan(1337)[0])
+    key = og.cache_key(og.request_body(og.OpenAIConfig(model="test-model"), prompt))
+    good = {"key": key, "model": "test-model", "prompt": prompt, "text": "Cached. " + section(0), "finish_reason": "stop"}
+    (out / "openai_cache.jsonl").write_bytes(json.dumps(good).encode() + b"\n" + bad_line)
+    server = ChatServer()
+    try:
+        pt.main(args(out, server.url))
+    finally:
+        server.close()
+    assert prompt not in server.requested
+    gen = json.loads((out / "meta.json").read_text())["sources"]["synthetic"]["generator"]
+    assert gen["cached_at_start"] == 1 and gen["torn_cache_lines"] == 1
+    lines = (out / "openai_cache.jsonl").read_bytes().split(b"\n")
+    assert lines[1] == bad_line and len([json.loads(line) for line in lines[2:] if line]) == len(server.prompts)
