@@ -3,13 +3,14 @@ Synthetic textbooks from a language model, as phi-1.5's were made: prompts to an
 chat endpoint (a local vLLM, llama.cpp or Ollama server, or a hosted API), POST {api_base}/chat/completions.
 
 Each prompt crosses a seed topic with an audience and a style (textbook_generator's tables, so both
-generators draw from the same topics). Prompts go out in a fixed, seeded order; requests run on a
-thread pool, retried with exponential backoff on 429, 5xx and network errors. Every answer is
+generators draw from the same topics). Prompts go out in a fixed, seeded order; requests run on
+threads, retried with exponential backoff on 429, 5xx and network errors. Every answer is
 appended to a JSONL cache as soon as it arrives, keyed by a hash of (model, messages, max_tokens,
 temperature): an interrupted run continues where it stopped and never pays twice for a prompt.
 
-The API key is read from an environment variable, sent only in the Authorization header, and never
-written to the cache, meta.json or any message.
+The API key is read from an environment variable and sent only in the Authorization header, only to
+api_base itself: a redirect is an error, never followed. It is never written to the cache, meta.json
+or any message, and is scrubbed from whatever the server sends back.
 """
 
 import hashlib
@@ -20,8 +21,7 @@ import random
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -118,8 +118,21 @@ class Client:
     def __init__(self, cfg: OpenAIConfig, log=None):
         if not cfg.model:
             raise ValueError("--generator openai needs --model (the model name the server serves)")
+        base = urllib.parse.urlsplit(cfg.api_base)
+        try:
+            base.port  # a port that is not a number in 0-65535 raises here
+        except ValueError:
+            base = None
+        if base is None or base.scheme not in ("http", "https") or not base.hostname:
+            raise ValueError(f"--api_base {cfg.api_base!r} is not an http:// or https:// URL with a host "
+                             f"(for example http://localhost:8000/v1)")
         self.cfg = cfg
         self.url = cfg.api_base.rstrip("/") + "/chat/completions"
+        # http.client, not urllib: urllib follows redirects, and sent the key with the GET it turned
+        # the POST into, to whatever host the server named. http.client follows none.
+        self.connection = http.client.HTTPSConnection if base.scheme == "https" else http.client.HTTPConnection
+        self.host, self.port = base.hostname, base.port
+        self.path = base.path.rstrip("/") + "/chat/completions" + (f"?{base.query}" if base.query else "")
         self.key = os.environ.get(cfg.api_key_env) or None
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.requests = self.retried = 0
@@ -128,9 +141,21 @@ class Client:
     def scrub(self, text: str) -> str:
         return text.replace(self.key, "[key]") if self.key else text
 
+    def post(self, data: bytes, headers: dict) -> tuple:
+        """One POST to api_base: (status, reason, response headers, body)."""
+        conn = self.connection(self.host, self.port, timeout=self.cfg.timeout)
+        try:
+            conn.request("POST", self.path, data, headers)
+            resp = conn.getresponse()
+            return resp.status, resp.reason, resp.headers, resp.read()
+        finally:
+            conn.close()
+
     def complete(self, body: dict) -> dict:
-        """POST one chat completion, retrying transient failures. Returns the parsed response."""
-        headers = {"Content-Type": "application/json"}
+        """POST one chat completion, retrying transient failures. Returns the answer's text and
+        finish_reason, with the key scrubbed from both: a server that echoes the request's headers
+        must not put the key into the cache or the corpus."""
+        headers = {"Content-Type": "application/json", "User-Agent": "nanophi"}
         if self.key:
             headers["Authorization"] = f"Bearer {self.key}"
         data = json.dumps(body).encode()
@@ -139,25 +164,32 @@ class Client:
             with self.lock:
                 self.requests += 1
             try:
-                req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.cfg.timeout) as resp:
-                    answer = json.loads(resp.read().decode("utf-8"))
-                text = answer["choices"][0]["message"]["content"]
-                if not isinstance(text, str):
-                    raise ValueError("the answer has no text content")
-                return answer
-            except urllib.error.HTTPError as e:
-                detail = self.scrub(e.read(300).decode("utf-8", "replace").strip())
-                if e.code != 429 and e.code < 500:  # our request is wrong: retrying will not help
-                    raise RuntimeError(f"{self.url} answered HTTP {e.code} {e.reason}: {detail}") from None
-                why = f"HTTP {e.code} {e.reason}"
-                retry_after = e.headers.get("Retry-After") if e.headers else None
-                if retry_after and retry_after.replace(".", "", 1).isdigit():
-                    delay = max(delay, min(float(retry_after), 60.0))
-            except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-                why = self.scrub(str(getattr(e, "reason", e)))
-            except (ValueError, KeyError, IndexError, TypeError) as e:
-                why = f"malformed answer ({self.scrub(str(e))})"
+                status, reason, reply_headers, raw = self.post(data, headers)
+            except (OSError, http.client.HTTPException) as e:
+                why = self.scrub(str(e) or type(e).__name__)
+            else:
+                if 300 <= status < 400:
+                    raise RuntimeError(self.scrub(
+                        f"{self.url} redirected (HTTP {status}) to {reply_headers.get('Location', '?')}: the API key "
+                        f"is only ever sent to --api_base itself, so point --api_base at the final address"))
+                if status == 429 or status >= 500:
+                    why = self.scrub(f"HTTP {status} {reason}")
+                    retry_after = reply_headers.get("Retry-After")
+                    if retry_after and retry_after.replace(".", "", 1).isdigit():
+                        delay = max(delay, min(float(retry_after), 60.0))
+                elif not 200 <= status < 300:  # our request is wrong: retrying will not help
+                    detail = raw[:300].decode("utf-8", "replace").strip()
+                    raise RuntimeError(self.scrub(f"{self.url} answered HTTP {status} {reason}: {detail}"))
+                else:
+                    try:
+                        choice = json.loads(raw.decode("utf-8"))["choices"][0]
+                        text, finish = choice["message"]["content"], choice.get("finish_reason")
+                        if not isinstance(text, str):
+                            raise ValueError("the answer has no text content")
+                        return {"text": self.scrub(text),
+                                "finish_reason": self.scrub(finish) if isinstance(finish, str) else None}
+                    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as e:
+                        why = f"malformed answer ({self.scrub(str(e))})"
             if attempt == self.cfg.retries:
                 raise RuntimeError(f"{self.url} failed {self.cfg.retries + 1} times, last with {why}; "
                                    f"finished answers are cached, so rerunning continues from here")
@@ -178,9 +210,7 @@ def generate(cfg: OpenAIConfig, seed: int, cache_path: str, stats: dict, log=Non
 
     def fetch(body: dict, key: str) -> dict:
         answer = client.complete(body)
-        choice = answer["choices"][0]
-        rec = {"key": key, "model": cfg.model, "prompt": body["messages"][0]["content"],
-               "text": choice["message"]["content"], "finish_reason": choice.get("finish_reason")}
+        rec = {"key": key, "model": cfg.model, "prompt": body["messages"][0]["content"], **answer}
         cache.put(rec)
         return rec
 

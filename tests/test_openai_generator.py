@@ -3,10 +3,12 @@ topic x audience x style, server errors are retried, an interrupted run resumes 
 without asking twice, and the API key never leaves the Authorization header."""
 
 import hashlib
+import itertools
 import json
 import os
 import random
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -26,12 +28,20 @@ def section(seed) -> str:
                     for _ in range(150))
 
 
+def completion(text: str) -> bytes:
+    return json.dumps({"id": "x", "object": "chat.completion",
+                       "choices": [{"index": 0, "finish_reason": "stop",
+                                    "message": {"role": "assistant", "content": text}}]}).encode()
+
+
 class ChatServer:
     """POST /v1/chat/completions on 127.0.0.1. `failures` is a list of HTTP codes to answer before
-    answering normally; after `stop_after` answers every request gets HTTP `then`."""
+    answering normally; after `stop_after` answers every request gets HTTP `then`. With `echo`, every
+    answer ends with the Authorization header it came with."""
 
-    def __init__(self, name="A", failures=(), stop_after=None, then=503):
+    def __init__(self, name="A", failures=(), stop_after=None, then=503, echo=False):
         self.name, self.failures, self.stop_after, self.then = name, list(failures), stop_after, then
+        self.echo = echo
         self.prompts, self.requested, self.auth, self.answered = [], [], [], 0
         self.lock = threading.Lock()
         server = self
@@ -65,8 +75,12 @@ class ChatServer:
                     self.wfile.write(msg)
                     return
                 text = server.answer(body["messages"][0]["content"])
+                finish = "stop"
+                if server.echo:  # a careless server that echoes the request's credentials in its answer
+                    text += f"\n\nYou sent {self.headers.get('Authorization')}."
+                    finish = f"stop ({self.headers.get('Authorization')})"
                 reply = json.dumps({"id": "x", "object": "chat.completion", "model": body["model"],
-                                    "choices": [{"index": 0, "finish_reason": "stop",
+                                    "choices": [{"index": 0, "finish_reason": finish,
                                                  "message": {"role": "assistant", "content": text}}]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -81,6 +95,40 @@ class ChatServer:
     def answer(self, prompt: str) -> str:
         """A distinct, deterministic 'textbook section' for each prompt, tagged with the server."""
         return f"Served by {self.name}. {prompt[:60]}\n\n" + section(hashlib.sha256(prompt.encode()).hexdigest())
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class Server:
+    """Any GET or POST on 127.0.0.1, answered by respond(handler) -> (code, headers, body). Records
+    the method and the Authorization header of every request in `seen`."""
+
+    def __init__(self, respond):
+        self.seen = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                server.seen.append((self.command, self.headers.get("Authorization")))
+                code, headers, body = respond(self)
+                self.send_response(code)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self):
         self.httpd.shutdown()
@@ -199,6 +247,52 @@ def test_unreachable_server_is_a_clear_error(tmp_path):
         pt.main(args(tmp_path / "out", url, "--retries", "1"))
 
 
+def test_a_redirect_is_an_error_and_the_key_never_reaches_its_target(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    served = itertools.count()
+    other_host = Server(lambda h: (200, {"Content-Type": "application/json"}, completion(section(next(served)))))
+    api_base = Server(lambda h: (302, {"Location": other_host.url + h.path}, b""))
+    try:
+        # the control: urllib, which the client used to POST with, follows the 302 with a GET that
+        # carries the key to the other host, and returns that host's answer to a body-less request
+        req = urllib.request.Request(api_base.url + "/v1/chat/completions", data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            assert json.loads(resp.read())["choices"][0]["message"]["content"]
+        assert other_host.seen == [("GET", f"Bearer {KEY}")]
+        other_host.seen.clear()
+
+        with pytest.raises(RuntimeError, match=r"^http://127.0.0.1:\d+/v1/chat/completions redirected \(HTTP 302\) to "
+                                               r"http://127.0.0.1:\d+/v1/chat/completions: .*point --api_base at") as err:
+            pt.main(args(tmp_path / "out", api_base.url + "/v1"))
+    finally:
+        other_host.close()
+        api_base.close()
+    assert other_host.seen == []  # nothing went to the other host, the key least of all
+    assert api_base.seen and {method for method, _ in api_base.seen} == {"POST"}
+    assert "\n" not in str(err.value) and KEY not in str(err.value)
+    assert not (tmp_path / "out" / "train.bin").exists()
+
+
+def test_a_key_echoed_in_the_answers_is_scrubbed_before_the_cache(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    server = ChatServer(echo=True)
+    try:
+        pt.main(args(tmp_path / "out", server.url))
+    finally:
+        server.close()
+    assert set(server.auth) == {f"Bearer {KEY}"}
+    cache_text = (tmp_path / "out" / "openai_cache.jsonl").read_text()
+    records = [json.loads(line) for line in cache_text.splitlines()]
+    assert records and all(r["text"].endswith("You sent Bearer [key].") and r["finish_reason"] == "stop (Bearer [key])"
+                           for r in records)
+    docs = decoded_documents(tmp_path / "out")
+    assert docs and all("You sent Bearer [key]." in d for d in docs)
+    logs = capfd.readouterr()
+    for where in [cache_text, (tmp_path / "out" / "meta.json").read_text(), logs.out, logs.err] + docs:
+        assert KEY not in where
+
+
 @pytest.mark.parametrize("bad_line", [b'{"key": "abc", "text": "caf\xc3', b"[" * 100_000],
                          ids=["cut-inside-a-character", "nested-too-deep"])
 def test_a_cache_line_that_cannot_be_read_counts_as_torn(tmp_path, bad_line):
@@ -218,3 +312,11 @@ def test_a_cache_line_that_cannot_be_read_counts_as_torn(tmp_path, bad_line):
     assert gen["cached_at_start"] == 1 and gen["torn_cache_lines"] == 1
     lines = (out / "openai_cache.jsonl").read_bytes().split(b"\n")
     assert lines[1] == bad_line and len([json.loads(line) for line in lines[2:] if line]) == len(server.prompts)
+
+
+@pytest.mark.parametrize("api_base", ["not-a-url", "localhost:8000/v1", "ftp://localhost/v1", "http://",
+                                      "http://localhost:port/v1", "http://127.0.0.1:99999/v1"])
+def test_an_api_base_that_is_not_an_http_url_is_one_clear_error(tmp_path, api_base):
+    with pytest.raises(ValueError, match=r"^--api_base .* is not an http:// or https:// URL with a host") as err:
+        pt.main(args(tmp_path / "out", api_base))
+    assert "\n" not in str(err.value)
