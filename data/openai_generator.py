@@ -17,12 +17,13 @@ import hashlib
 import http.client
 import json
 import os
+import queue
 import random
+import socket
 import sys
 import threading
-import time
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -87,7 +88,7 @@ class Cache:
     line that does not hold an answer."""
 
     def __init__(self, path: str):
-        self.path, self.answers, self.torn = path, {}, 0
+        self.path, self.answers, self.torn, self.closed = path, {}, 0, False
         self.lock = threading.Lock()
         if os.path.exists(path):
             with open(path, "rb") as f:  # bytes: a line cut inside a character must not stop the load
@@ -104,6 +105,8 @@ class Cache:
     def put(self, rec: dict) -> None:
         line = json.dumps(rec, ensure_ascii=False) + "\n"
         with self.lock:
+            if self.closed:
+                return
             with open(self.path, "a", encoding="utf-8") as f:
                 if f.tell() and self.torn:  # start on a fresh line after a torn one
                     f.write("\n")
@@ -112,6 +115,16 @@ class Cache:
                 f.flush()
                 os.fsync(f.fileno())
             self.answers[rec["key"]] = rec
+
+    def close(self) -> None:
+        """Write nothing more; returns once a line being written is complete, so that a process
+        that exits next leaves no line cut short."""
+        with self.lock:
+            self.closed = True
+
+
+class Stopped(Exception):
+    """Client.stop() was called while a request was in flight."""
 
 
 class Client:
@@ -137,18 +150,38 @@ class Client:
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.requests = self.retried = 0
         self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.open = set()  # connections waiting for an answer, for stop() to cut off
 
     def scrub(self, text: str) -> str:
         return text.replace(self.key, "[key]") if self.key else text
+
+    def stop(self) -> None:
+        """Make every request end now: retries' sleeps wake up and answers being waited for are cut
+        off, so that no thread is left blocked for up to --request_timeout."""
+        with self.lock:
+            self.stopping.set()
+            for conn in self.open:
+                try:
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def post(self, data: bytes, headers: dict) -> tuple:
         """One POST to api_base: (status, reason, response headers, body)."""
         conn = self.connection(self.host, self.port, timeout=self.cfg.timeout)
         try:
+            conn.connect()
+            with self.lock:  # under the lock, so that stop() either sees this connection or came first
+                if self.stopping.is_set():
+                    raise Stopped()
+                self.open.add(conn)
             conn.request("POST", self.path, data, headers)
             resp = conn.getresponse()
             return resp.status, resp.reason, resp.headers, resp.read()
         finally:
+            with self.lock:
+                self.open.discard(conn)
             conn.close()
 
     def complete(self, body: dict) -> dict:
@@ -161,6 +194,8 @@ class Client:
         data = json.dumps(body).encode()
         delay = self.cfg.backoff
         for attempt in range(self.cfg.retries + 1):
+            if self.stopping.is_set():
+                raise Stopped()
             with self.lock:
                 self.requests += 1
             try:
@@ -190,19 +225,24 @@ class Client:
                                 "finish_reason": self.scrub(finish) if isinstance(finish, str) else None}
                     except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as e:
                         why = f"malformed answer ({self.scrub(str(e))})"
+            if self.stopping.is_set():
+                raise Stopped()
             if attempt == self.cfg.retries:
                 raise RuntimeError(f"{self.url} failed {self.cfg.retries + 1} times, last with {why}; "
                                    f"finished answers are cached, so rerunning continues from here")
             with self.lock:
                 self.retried += 1
             self.log(f"openai: {why}; retrying in {delay:.1f}s ({attempt + 1}/{self.cfg.retries})")
-            time.sleep(delay * (1 + 0.1 * random.random()))
+            if self.stopping.wait(delay * (1 + 0.1 * random.random())):
+                raise Stopped()
             delay = min(2 * delay, 60.0)
 
 
 def generate(cfg: OpenAIConfig, seed: int, cache_path: str, stats: dict, log=None) -> Iterator[str]:
     """Yield the answers' texts in prompt order, for as long as the caller pulls. Up to
-    cfg.concurrency requests run ahead of the caller; everything answered is cached."""
+    cfg.concurrency requests run ahead of the caller; everything answered is cached. When the caller
+    stops, the requests in flight finish (and are cached), unless a Ctrl-C stopped it: then they are
+    cut off at once."""
     client = Client(cfg, log)
     cache = Cache(cache_path)
     stats.update(cached_at_start=len(cache.answers), torn_cache_lines=cache.torn, requests=0, retries=0,
@@ -214,33 +254,64 @@ def generate(cfg: OpenAIConfig, seed: int, cache_path: str, stats: dict, log=Non
         cache.put(rec)
         return rec
 
+    # Daemon threads rather than a ThreadPoolExecutor, whose workers are joined at exit: one stuck in
+    # a connect() or a DNS lookup, which nothing can interrupt, would hold up Ctrl-C for minutes.
+    work = queue.SimpleQueue()
+
+    def worker():
+        while (job := work.get()) is not None:
+            fut, body, key = job
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fetch(body, key))
+                except BaseException as e:
+                    fut.set_exception(e)
+
+    def submit(body: dict, key: str) -> Future:
+        fut = Future()
+        work.put((fut, body, key))
+        return fut
+
+    workers = max(1, cfg.concurrency)
+    for _ in range(workers):
+        threading.Thread(target=worker, daemon=True).start()
     plan = prompt_plan(seed)
-    with ThreadPoolExecutor(max(1, cfg.concurrency)) as ex:
-        pending = []  # (cached record or None, future or None), in prompt order
-        try:
-            for i, (topic, audience, style) in enumerate(plan):
-                body = request_body(cfg, prompt_text(topic, audience, style))
-                key = cache_key(body)
-                rec = cache.answers.get(key)
-                pending.append((rec, None if rec else ex.submit(fetch, body, key)))
-                # keep at most `concurrency` requests in flight ahead of the caller
-                while pending and (pending[0][0] is not None or sum(f is not None for _, f in pending) >= cfg.concurrency
-                                   or i == len(plan) - 1):
-                    rec, fut = pending.pop(0)
-                    if fut is not None:
-                        rec = fut.result()
-                        stats["answers_new"] += 1
-                    else:
-                        stats["answers_from_cache"] += 1
-                    stats["requests"], stats["retries"] = client.requests, client.retried
-                    if rec.get("finish_reason") == "length":
-                        stats["truncated"] += 1
-                    if not rec["text"].strip():
-                        stats["empty"] += 1
-                        continue
-                    yield rec["text"]
-        finally:
-            for _, fut in pending:  # the caller stopped (or failed): drop what has not started
+    pending = []  # (cached record or None, future or None), in prompt order
+    try:
+        for i, (topic, audience, style) in enumerate(plan):
+            body = request_body(cfg, prompt_text(topic, audience, style))
+            key = cache_key(body)
+            rec = cache.answers.get(key)
+            pending.append((rec, None if rec else submit(body, key)))
+            # keep at most `concurrency` requests in flight ahead of the caller
+            while pending and (pending[0][0] is not None or sum(f is not None for _, f in pending) >= cfg.concurrency
+                               or i == len(plan) - 1):
+                rec, fut = pending.pop(0)
                 if fut is not None:
-                    fut.cancel()
-            stats["requests"], stats["retries"] = client.requests, client.retried
+                    rec = fut.result()
+                    stats["answers_new"] += 1
+                else:
+                    stats["answers_from_cache"] += 1
+                stats["requests"], stats["retries"] = client.requests, client.retried
+                if rec.get("finish_reason") == "length":
+                    stats["truncated"] += 1
+                if not rec["text"].strip():
+                    stats["empty"] += 1
+                    continue
+                yield rec["text"]
+    except BaseException as e:
+        # The caller stopped (or failed): drop what has not started. A Ctrl-C, here or in the caller
+        # (which then closes this generator as it unwinds), must stop at once; otherwise the requests
+        # in flight finish, so that what they cost is cached.
+        if not (isinstance(e, KeyboardInterrupt) or isinstance(e.__context__, KeyboardInterrupt)):
+            wait([fut for _, fut in pending if fut is not None and not fut.cancel()])  # cancel() fails once started
+        raise
+    finally:
+        for _, fut in pending:
+            if fut is not None:
+                fut.cancel()
+        client.stop()
+        cache.close()
+        for _ in range(workers):
+            work.put(None)
+        stats["requests"], stats["retries"] = client.requests, client.retried

@@ -45,6 +45,7 @@ import multiprocessing
 import os
 import platform
 import re
+import signal
 import sys
 import sysconfig
 import time
@@ -852,7 +853,10 @@ def build(args) -> dict:
         os.remove(os.path.join(args.out_dir, "meta.json"))
     analyzer()  # load the tokenizer and HumanEval here: forked workers inherit them
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    pool = multiprocessing.get_context(method).Pool(args.num_proc) if args.num_proc > 1 else None
+    # the workers ignore Ctrl-C, which a terminal sends to them too (interrupted, they hung terminate()):
+    # this process stops them
+    pool = (multiprocessing.get_context(method).Pool(args.num_proc, signal.signal, (signal.SIGINT, signal.SIG_IGN))
+            if args.num_proc > 1 else None)
     try:
         kept, report = collect(args, plan, pool)
     finally:
@@ -919,8 +923,18 @@ def main(argv=None) -> None:
     print(summary(meta))
 
 
+def interrupted(signum, frame):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break off the cleanup
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, interrupted)
     try:
         main()
+    except KeyboardInterrupt:
+        print("prepare_textbooks.py: error: interrupted, so the build is not finished; run the same command "
+              "again to finish it (answers of --generator openai are cached, and not asked for again)", file=sys.stderr)
+        sys.exit(130)
     except (OSError, ValueError, RuntimeError) as e:
         sys.exit(f"prepare_textbooks.py: error: {e}")

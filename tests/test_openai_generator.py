@@ -7,7 +7,11 @@ import itertools
 import json
 import os
 import random
+import signal
+import subprocess
+import sys
 import threading
+import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -19,6 +23,7 @@ from data import prepare_textbooks as pt
 from data import textbook_generator as tg
 
 KEY = "sk-test-0123456789-SECRET"
+SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "prepare_textbooks.py")
 
 
 def section(seed) -> str:
@@ -36,14 +41,15 @@ def completion(text: str) -> bytes:
 
 class ChatServer:
     """POST /v1/chat/completions on 127.0.0.1. `failures` is a list of HTTP codes to answer before
-    answering normally; after `stop_after` answers every request gets HTTP `then`. With `echo`, every
-    answer ends with the Authorization header it came with."""
+    answering normally; after `stop_after` answers every request gets HTTP `then`, or with
+    then="hang" no answer at all until the server closes. With `echo`, every answer ends with the
+    Authorization header it came with."""
 
     def __init__(self, name="A", failures=(), stop_after=None, then=503, echo=False):
         self.name, self.failures, self.stop_after, self.then = name, list(failures), stop_after, then
         self.echo = echo
         self.prompts, self.requested, self.auth, self.answered = [], [], [], 0
-        self.lock = threading.Lock()
+        self.lock, self.released = threading.Lock(), threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -64,6 +70,9 @@ class ChatServer:
                         code = 200
                         server.answered += 1
                         server.prompts.append(body["messages"][0]["content"])
+                if code == "hang":
+                    server.released.wait()
+                    return
                 if code != 200:
                     # a careless server that echoes the request's credentials in its error page
                     msg = f"error {code}; you sent {self.headers.get('Authorization')}".encode()
@@ -97,6 +106,7 @@ class ChatServer:
         return f"Served by {self.name}. {prompt[:60]}\n\n" + section(hashlib.sha256(prompt.encode()).hexdigest())
 
     def close(self):
+        self.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -291,6 +301,85 @@ def test_a_key_echoed_in_the_answers_is_scrubbed_before_the_cache(tmp_path, monk
     logs = capfd.readouterr()
     for where in [cache_text, (tmp_path / "out" / "meta.json").read_text(), logs.out, logs.err] + docs:
         assert KEY not in where
+
+
+@pytest.mark.parametrize("ctrl_c", ["once", "twice-to-the-process-group"])
+def test_ctrl_c_stops_a_build_waiting_on_a_silent_server_at_once_and_keeps_the_cache(tmp_path, ctrl_c):
+    server = ChatServer(name="A", stop_after=2, then="hang")  # answers two prompts, then nothing more
+    out, group = tmp_path / "out", ctrl_c != "once"
+    # a terminal's Ctrl-C reaches the whole process group, worker processes included
+    argv = args(out, server.url, "--request_timeout", "600", *(["--num_proc", "2"] if group else []))
+    proc = subprocess.Popen([sys.executable, SCRIPT, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, OPENAI_API_KEY=KEY), start_new_session=True)
+    cache_file = out / "openai_cache.jsonl"
+    try:
+        deadline = time.monotonic() + 300
+        while not (len(server.requested) > 2 and cache_file.exists() and len(cache_file.read_bytes().splitlines()) == 2):
+            assert proc.poll() is None and time.monotonic() < deadline, "the build never reached the silent server"
+            time.sleep(0.1)
+        if group:
+            os.killpg(proc.pid, signal.SIGINT)
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
+        try:
+            stdout, stderr = proc.communicate(timeout=60)  # generous: it takes well under a second
+        except subprocess.TimeoutExpired:
+            pytest.fail("Ctrl-C did not stop the build within 60 s")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        server.close()
+    assert "Traceback" not in stderr and len(stderr.splitlines()) == 1, stderr
+    assert stderr.startswith("prepare_textbooks.py: error: interrupted") and proc.returncode == 130
+    assert stdout == ""
+    cached = [json.loads(line) for line in cache_file.read_text().splitlines()]
+    assert sorted(r["prompt"] for r in cached) == sorted(server.prompts) and len(cached) == 2
+
+    second = ChatServer(name="B")  # the rerun continues from the cache
+    try:
+        pt.main(args(out, second.url))
+    finally:
+        second.close()
+    assert not set(second.requested) & set(server.prompts)
+    gen = json.loads((out / "meta.json").read_text())["sources"]["synthetic"]["generator"]
+    assert gen["cached_at_start"] == 2 and gen["torn_cache_lines"] == 0
+
+
+def test_ctrl_c_in_the_caller_cuts_off_the_requests_in_flight(tmp_path):
+    first = og.prompt_text(*og.prompt_plan(1337)[0])
+
+    class FirstOnly(ChatServer):  # answers the first prompt of the plan, and no other until it closes
+        def answer(self, prompt):
+            if prompt != first:
+                self.released.wait()
+            return super().answer(prompt)
+
+    server = FirstOnly()
+    cfg = og.OpenAIConfig(api_base=server.url, model="test-model", concurrency=3, timeout=600)
+    texts = og.generate(cfg, 1337, str(tmp_path / "cache.jsonl"), {})
+    closed = threading.Event()
+
+    def ctrl_c_while_the_caller_is_elsewhere():
+        try:
+            try:
+                raise KeyboardInterrupt
+            finally:
+                texts.close()  # as the caller's cleanup closes the generator while the Ctrl-C unwinds
+        except KeyboardInterrupt:
+            closed.set()
+
+    try:
+        assert next(texts) == server.answer(first)
+        while len(server.requested) < 3:  # two more requests are in flight, and will never be answered
+            time.sleep(0.05)
+        t = threading.Thread(target=ctrl_c_while_the_caller_is_elsewhere, daemon=True)
+        t.start()
+        assert closed.wait(60), "closing the generator waited for the requests in flight"
+    finally:
+        server.close()
+    assert [json.loads(line)["prompt"] for line in (tmp_path / "cache.jsonl").read_text().splitlines()] == [first]
 
 
 @pytest.mark.parametrize("bad_line", [b'{"key": "abc", "text": "caf\xc3', b"[" * 100_000],
