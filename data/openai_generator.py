@@ -297,8 +297,7 @@ def generate(cfg: OpenAIConfig, seed: int, cache_path: str, stats: dict, log=Non
                     stats["truncated"] += 1
                 if not rec["text"].strip():
                     stats["empty"] += 1
-                    continue
-                yield rec["text"]
+                yield rec["text"]  # an empty one too: the caller counts what adds no document
     except BaseException as e:
         # The caller stopped (or failed): drop what has not started. A Ctrl-C, here or in the caller
         # (which then closes this generator as it unwinds), must stop at once; otherwise the requests

@@ -145,6 +145,17 @@ class Server:
         self.httpd.server_close()
 
 
+class SameAnswerServer(ChatServer):
+    """A ChatServer that gives every prompt the same answer."""
+
+    def __init__(self, text, **kwargs):
+        self.text = text
+        super().__init__(**kwargs)
+
+    def answer(self, prompt: str) -> str:
+        return self.text
+
+
 def args(out_dir, url, *extra):
     return ["--out_dir", str(out_dir), "--num_proc", "1", "--generator", "openai", "--model", "test-model",
             "--api_base", url, "--mix", "synthetic=1", "--synthetic_tokens", "3000", "--backoff", "0.01",
@@ -380,6 +391,19 @@ def test_ctrl_c_in_the_caller_cuts_off_the_requests_in_flight(tmp_path):
     finally:
         server.close()
     assert [json.loads(line)["prompt"] for line in (tmp_path / "cache.jsonl").read_text().splitlines()] == [first]
+
+
+@pytest.mark.parametrize("text", ["The same section, every time. " * 20, ""], ids=["same", "empty"])
+def test_a_server_whose_answers_add_no_document_stops_the_build(tmp_path, text):
+    n = pt.MAX_FRUITLESS_ANSWERS
+    server = SameAnswerServer(text, stop_after=2 * n, then=400)  # the 400 ends a build that asks on
+    try:
+        with pytest.raises(RuntimeError, match=rf"the last {n} answers of http://127.0.0.1:\d+/v1 added no document "
+                                               rf"\((exact_duplicate|empty) {n}\)") as err:
+            pt.main(args(tmp_path / "out", server.url))
+    finally:
+        server.close()
+    assert n < server.answered <= n + 20 and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("bad_line", [b'{"key": "abc", "text": "caf\xc3', b"[" * 100_000],
