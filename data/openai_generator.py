@@ -147,6 +147,9 @@ class Client:
         self.host, self.port = base.hostname, base.port
         self.path = base.path.rstrip("/") + "/chat/completions" + (f"?{base.query}" if base.query else "")
         self.key = os.environ.get(cfg.api_key_env) or None
+        if self.key and ("\n" in self.key or "\r" in self.key):  # http.client's error would show the key
+            raise ValueError(f"${cfg.api_key_env} holds a line break, which cannot go in an HTTP header; "
+                             f"set it to the key alone")
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.requests = self.retried = 0
         self.lock = threading.Lock()

@@ -433,3 +433,14 @@ def test_an_api_base_that_is_not_an_http_url_is_one_clear_error(tmp_path, api_ba
     with pytest.raises(ValueError, match=r"^--api_base .* is not an http:// or https:// URL with a host") as err:
         pt.main(args(tmp_path / "out", api_base))
     assert "\n" not in str(err.value)
+
+
+def test_a_key_with_a_line_break_is_one_clear_error_that_does_not_show_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY + "\n")  # as `export OPENAI_API_KEY="$(cat key.txt; echo)"` leaves it
+    server = ChatServer()
+    try:
+        with pytest.raises(ValueError, match=r"^\$OPENAI_API_KEY holds a line break") as err:
+            pt.main(args(tmp_path / "out", server.url))
+    finally:
+        server.close()
+    assert KEY not in str(err.value) and server.requested == []
