@@ -3,26 +3,27 @@ Synthetic textbooks from a language model, as phi-1.5's were made: prompts to an
 chat endpoint (a local vLLM, llama.cpp or Ollama server, or a hosted API), POST {api_base}/chat/completions.
 
 Each prompt crosses a seed topic with an audience and a style (textbook_generator's tables, so both
-generators draw from the same topics). Prompts go out in a fixed, seeded order; requests run on a
-thread pool, retried with exponential backoff on 429, 5xx and network errors. Every answer is
+generators draw from the same topics). Prompts go out in a fixed, seeded order; requests run on
+threads, retried with exponential backoff on 429, 5xx and network errors. Every answer is
 appended to a JSONL cache as soon as it arrives, keyed by a hash of (model, messages, max_tokens,
 temperature): an interrupted run continues where it stopped and never pays twice for a prompt.
 
-The API key is read from an environment variable, sent only in the Authorization header, and never
-written to the cache, meta.json or any message.
+The API key is read from an environment variable and sent only in the Authorization header, only to
+api_base itself: a redirect is an error, never followed. It is never written to the cache, meta.json
+or any message, and is scrubbed from whatever the server sends back.
 """
 
 import hashlib
 import http.client
 import json
 import os
+import queue
 import random
+import socket
 import sys
 import threading
-import time
-import urllib.error
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+import urllib.parse
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
@@ -83,23 +84,29 @@ def cache_key(body: dict) -> str:
 
 class Cache:
     """Answers on disk, one JSON object per line, appended (and flushed to disk) as they arrive.
-    A line cut short by a crash is ignored on the next load."""
+    A line cut short by a crash, even inside a character, is ignored on the next load, as is any
+    line that does not hold an answer."""
 
     def __init__(self, path: str):
-        self.path, self.answers, self.torn = path, {}, 0
+        self.path, self.answers, self.torn, self.closed = path, {}, 0, False
         self.lock = threading.Lock()
         if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
+            with open(path, "rb") as f:  # bytes: a line cut inside a character must not stop the load
                 for line in f:
                     try:
-                        rec = json.loads(line)
+                        rec = json.loads(line.decode("utf-8"))
+                        if not isinstance(rec["text"], str):
+                            raise TypeError("no text")
                         self.answers[rec["key"]] = rec
-                    except (json.JSONDecodeError, KeyError, TypeError):
+                    # UnicodeDecodeError and JSONDecodeError are ValueErrors; deep nesting is a RecursionError
+                    except (ValueError, KeyError, TypeError, RecursionError):
                         self.torn += 1
 
     def put(self, rec: dict) -> None:
         line = json.dumps(rec, ensure_ascii=False) + "\n"
         with self.lock:
+            if self.closed:
+                return
             with open(self.path, "a", encoding="utf-8") as f:
                 if f.tell() and self.torn:  # start on a fresh line after a torn one
                     f.write("\n")
@@ -109,64 +116,141 @@ class Cache:
                 os.fsync(f.fileno())
             self.answers[rec["key"]] = rec
 
+    def close(self) -> None:
+        """Write nothing more; returns once a line being written is complete, so that a process
+        that exits next leaves no line cut short."""
+        with self.lock:
+            self.closed = True
+
+
+class Stopped(Exception):
+    """Client.stop() was called while a request was in flight."""
+
+
+MIN_SECRET_KEY = 8  # characters: shorter keys are not scrubbed from the answers (see Client.scrub)
+
 
 class Client:
     def __init__(self, cfg: OpenAIConfig, log=None):
         if not cfg.model:
             raise ValueError("--generator openai needs --model (the model name the server serves)")
+        base = urllib.parse.urlsplit(cfg.api_base)
+        try:
+            base.port  # a port that is not a number in 0-65535 raises here
+        except ValueError:
+            base = None
+        if base is None or base.scheme not in ("http", "https") or not base.hostname:
+            raise ValueError(f"--api_base {cfg.api_base!r} is not an http:// or https:// URL with a host "
+                             f"(for example http://localhost:8000/v1)")
         self.cfg = cfg
         self.url = cfg.api_base.rstrip("/") + "/chat/completions"
+        # http.client, not urllib: urllib follows redirects, and sent the key with the GET it turned
+        # the POST into, to whatever host the server named. http.client follows none.
+        self.connection = http.client.HTTPSConnection if base.scheme == "https" else http.client.HTTPConnection
+        self.host, self.port = base.hostname, base.port
+        self.path = base.path.rstrip("/") + "/chat/completions" + (f"?{base.query}" if base.query else "")
         self.key = os.environ.get(cfg.api_key_env) or None
+        if self.key and ("\n" in self.key or "\r" in self.key):  # http.client's error would show the key
+            raise ValueError(f"${cfg.api_key_env} holds a line break, which cannot go in an HTTP header; "
+                             f"set it to the key alone")
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.requests = self.retried = 0
         self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.open = set()  # connections waiting for an answer, for stop() to cut off
 
     def scrub(self, text: str) -> str:
-        return text.replace(self.key, "[key]") if self.key else text
+        # a key of a few characters is a placeholder (vLLM's "EMPTY"), not a secret: replacing it
+        # everywhere would rewrite ordinary words of the answers
+        return text.replace(self.key, "[key]") if self.key and len(self.key) >= MIN_SECRET_KEY else text
+
+    def stop(self) -> None:
+        """Make every request end now: retries' sleeps wake up and answers being waited for are cut
+        off, so that no thread is left blocked for up to --request_timeout."""
+        with self.lock:
+            self.stopping.set()
+            for conn in self.open:
+                try:
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def post(self, data: bytes, headers: dict) -> tuple:
+        """One POST to api_base: (status, reason, response headers, body)."""
+        conn = self.connection(self.host, self.port, timeout=self.cfg.timeout)
+        try:
+            conn.connect()
+            with self.lock:  # under the lock, so that stop() either sees this connection or came first
+                if self.stopping.is_set():
+                    raise Stopped()
+                self.open.add(conn)
+            conn.request("POST", self.path, data, headers)
+            resp = conn.getresponse()
+            return resp.status, resp.reason, resp.headers, resp.read()
+        finally:
+            with self.lock:
+                self.open.discard(conn)
+            conn.close()
 
     def complete(self, body: dict) -> dict:
-        """POST one chat completion, retrying transient failures. Returns the parsed response."""
-        headers = {"Content-Type": "application/json"}
+        """POST one chat completion, retrying transient failures. Returns the answer's text and
+        finish_reason, with the key scrubbed from both: a server that echoes the request's headers
+        must not put the key into the cache or the corpus."""
+        headers = {"Content-Type": "application/json", "User-Agent": "nanophi"}
         if self.key:
             headers["Authorization"] = f"Bearer {self.key}"
         data = json.dumps(body).encode()
         delay = self.cfg.backoff
         for attempt in range(self.cfg.retries + 1):
+            if self.stopping.is_set():
+                raise Stopped()
             with self.lock:
                 self.requests += 1
             try:
-                req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-                with urllib.request.urlopen(req, timeout=self.cfg.timeout) as resp:
-                    answer = json.loads(resp.read().decode("utf-8"))
-                text = answer["choices"][0]["message"]["content"]
-                if not isinstance(text, str):
-                    raise ValueError("the answer has no text content")
-                return answer
-            except urllib.error.HTTPError as e:
-                detail = self.scrub(e.read(300).decode("utf-8", "replace").strip())
-                if e.code != 429 and e.code < 500:  # our request is wrong: retrying will not help
-                    raise RuntimeError(f"{self.url} answered HTTP {e.code} {e.reason}: {detail}") from None
-                why = f"HTTP {e.code} {e.reason}"
-                retry_after = e.headers.get("Retry-After") if e.headers else None
-                if retry_after and retry_after.replace(".", "", 1).isdigit():
-                    delay = max(delay, min(float(retry_after), 60.0))
-            except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-                why = self.scrub(str(getattr(e, "reason", e)))
-            except (ValueError, KeyError, IndexError, TypeError) as e:
-                why = f"malformed answer ({self.scrub(str(e))})"
+                status, reason, reply_headers, raw = self.post(data, headers)
+            except (OSError, http.client.HTTPException) as e:
+                why = self.scrub(str(e) or type(e).__name__)
+            else:
+                if 300 <= status < 400:
+                    raise RuntimeError(self.scrub(
+                        f"{self.url} redirected (HTTP {status}) to {reply_headers.get('Location', '?')}: the API key "
+                        f"is only ever sent to --api_base itself, so point --api_base at the final address"))
+                if status == 429 or status >= 500:
+                    why = self.scrub(f"HTTP {status} {reason}")
+                    retry_after = reply_headers.get("Retry-After")
+                    if retry_after and retry_after.replace(".", "", 1).isdigit():
+                        delay = max(delay, min(float(retry_after), 60.0))
+                elif not 200 <= status < 300:  # our request is wrong: retrying will not help
+                    detail = raw[:300].decode("utf-8", "replace").strip()
+                    raise RuntimeError(self.scrub(f"{self.url} answered HTTP {status} {reason}: {detail}"))
+                else:
+                    try:
+                        choice = json.loads(raw.decode("utf-8"))["choices"][0]
+                        text, finish = choice["message"]["content"], choice.get("finish_reason")
+                        if not isinstance(text, str):
+                            raise ValueError("the answer has no text content")
+                        return {"text": self.scrub(text),
+                                "finish_reason": self.scrub(finish) if isinstance(finish, str) else None}
+                    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as e:
+                        why = f"malformed answer ({self.scrub(str(e))})"
+            if self.stopping.is_set():
+                raise Stopped()
             if attempt == self.cfg.retries:
                 raise RuntimeError(f"{self.url} failed {self.cfg.retries + 1} times, last with {why}; "
                                    f"finished answers are cached, so rerunning continues from here")
             with self.lock:
                 self.retried += 1
             self.log(f"openai: {why}; retrying in {delay:.1f}s ({attempt + 1}/{self.cfg.retries})")
-            time.sleep(delay * (1 + 0.1 * random.random()))
+            if self.stopping.wait(delay * (1 + 0.1 * random.random())):
+                raise Stopped()
             delay = min(2 * delay, 60.0)
 
 
 def generate(cfg: OpenAIConfig, seed: int, cache_path: str, stats: dict, log=None) -> Iterator[str]:
     """Yield the answers' texts in prompt order, for as long as the caller pulls. Up to
-    cfg.concurrency requests run ahead of the caller; everything answered is cached."""
+    cfg.concurrency requests run ahead of the caller; everything answered is cached. When the caller
+    stops, the requests in flight finish (and are cached), unless a Ctrl-C stopped it: then they are
+    cut off at once."""
     client = Client(cfg, log)
     cache = Cache(cache_path)
     stats.update(cached_at_start=len(cache.answers), torn_cache_lines=cache.torn, requests=0, retries=0,
@@ -174,39 +258,67 @@ def generate(cfg: OpenAIConfig, seed: int, cache_path: str, stats: dict, log=Non
 
     def fetch(body: dict, key: str) -> dict:
         answer = client.complete(body)
-        choice = answer["choices"][0]
-        rec = {"key": key, "model": cfg.model, "prompt": body["messages"][0]["content"],
-               "text": choice["message"]["content"], "finish_reason": choice.get("finish_reason")}
+        rec = {"key": key, "model": cfg.model, "prompt": body["messages"][0]["content"], **answer}
         cache.put(rec)
         return rec
 
+    # Daemon threads rather than a ThreadPoolExecutor, whose workers are joined at exit: one stuck in
+    # a connect() or a DNS lookup, which nothing can interrupt, would hold up Ctrl-C for minutes.
+    work = queue.SimpleQueue()
+
+    def worker():
+        while (job := work.get()) is not None:
+            fut, body, key = job
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fetch(body, key))
+                except BaseException as e:
+                    fut.set_exception(e)
+
+    def submit(body: dict, key: str) -> Future:
+        fut = Future()
+        work.put((fut, body, key))
+        return fut
+
+    workers = max(1, cfg.concurrency)
+    for _ in range(workers):
+        threading.Thread(target=worker, daemon=True).start()
     plan = prompt_plan(seed)
-    with ThreadPoolExecutor(max(1, cfg.concurrency)) as ex:
-        pending = []  # (cached record or None, future or None), in prompt order
-        try:
-            for i, (topic, audience, style) in enumerate(plan):
-                body = request_body(cfg, prompt_text(topic, audience, style))
-                key = cache_key(body)
-                rec = cache.answers.get(key)
-                pending.append((rec, None if rec else ex.submit(fetch, body, key)))
-                # keep at most `concurrency` requests in flight ahead of the caller
-                while pending and (pending[0][0] is not None or sum(f is not None for _, f in pending) >= cfg.concurrency
-                                   or i == len(plan) - 1):
-                    rec, fut = pending.pop(0)
-                    if fut is not None:
-                        rec = fut.result()
-                        stats["answers_new"] += 1
-                    else:
-                        stats["answers_from_cache"] += 1
-                    stats["requests"], stats["retries"] = client.requests, client.retried
-                    if rec.get("finish_reason") == "length":
-                        stats["truncated"] += 1
-                    if not rec["text"].strip():
-                        stats["empty"] += 1
-                        continue
-                    yield rec["text"]
-        finally:
-            for _, fut in pending:  # the caller stopped (or failed): drop what has not started
+    pending = []  # (cached record or None, future or None), in prompt order
+    try:
+        for i, (topic, audience, style) in enumerate(plan):
+            body = request_body(cfg, prompt_text(topic, audience, style))
+            key = cache_key(body)
+            rec = cache.answers.get(key)
+            pending.append((rec, None if rec else submit(body, key)))
+            # keep at most `concurrency` requests in flight ahead of the caller
+            while pending and (pending[0][0] is not None or sum(f is not None for _, f in pending) >= cfg.concurrency
+                               or i == len(plan) - 1):
+                rec, fut = pending.pop(0)
                 if fut is not None:
-                    fut.cancel()
-            stats["requests"], stats["retries"] = client.requests, client.retried
+                    rec = fut.result()
+                    stats["answers_new"] += 1
+                else:
+                    stats["answers_from_cache"] += 1
+                stats["requests"], stats["retries"] = client.requests, client.retried
+                if rec.get("finish_reason") == "length":
+                    stats["truncated"] += 1
+                if not rec["text"].strip():
+                    stats["empty"] += 1
+                yield rec["text"]  # an empty one too: the caller counts what adds no document
+    except BaseException as e:
+        # The caller stopped (or failed): drop what has not started. A Ctrl-C, here or in the caller
+        # (which then closes this generator as it unwinds), must stop at once; otherwise the requests
+        # in flight finish, so that what they cost is cached.
+        if not (isinstance(e, KeyboardInterrupt) or isinstance(e.__context__, KeyboardInterrupt)):
+            wait([fut for _, fut in pending if fut is not None and not fut.cancel()])  # cancel() fails once started
+        raise
+    finally:
+        for _, fut in pending:
+            if fut is not None:
+                fut.cancel()
+        client.stop()
+        cache.close()
+        for _ in range(workers):
+            work.put(None)
+        stats["requests"], stats["retries"] = client.requests, client.retried

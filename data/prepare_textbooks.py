@@ -46,6 +46,7 @@ import multiprocessing
 import os
 import platform
 import re
+import signal
 import stat
 import sys
 import sysconfig
@@ -723,6 +724,13 @@ def chunked(items: Iterable, n: int) -> Iterator[list]:
         yield chunk
 
 
+# With --generator openai, this many answers in a row that add no document (exact or near duplicates,
+# empty or contaminated) mean that the server repeats itself, and asking on through the plan's 71,500
+# prompts would not help. Even if 9 honest answers in 10 were dropped, 200 in a row would happen by
+# chance once in 0.9**-200 = 1.4e9 builds.
+MAX_FRUITLESS_ANSWERS = 200
+
+
 def collect(args, plan: dict, pool) -> tuple:
     """Run every source through the workers and the dedup decisions. Returns the kept documents
     per source and the counts for meta.json."""
@@ -738,6 +746,7 @@ def collect(args, plan: dict, pool) -> tuple:
                    unit_scale=bool(target), desc=f"{source:9s}", disable=None, dynamic_ncols=True)
         jobs = jobs_for(source, files, args, r["drops"], openai_stats)
         done = False
+        fruitless = Counter()  # why the answers since the last kept document were dropped
         results = ordered_map(pool, process, jobs, ahead=2 * (args.num_proc + 1))
         try:
             for batch in results:
@@ -751,7 +760,17 @@ def collect(args, plan: dict, pool) -> tuple:
                         why = dedup.verdict(tokens, digest, sig, keys) or ("humaneval_contaminated" if dirty else None)
                     if why:
                         r["drops"][why] += 1
+                        fruitless[why] += 1
+                        if source == "synthetic" and args.generator == "openai" and \
+                                sum(fruitless.values()) >= MAX_FRUITLESS_ANSWERS:
+                            reasons = ", ".join(f"{k} {v}" for k, v in sorted(fruitless.items()))
+                            raise RuntimeError(
+                                f"the last {MAX_FRUITLESS_ANSWERS} answers of {args.api_base} added no document "
+                                f"({reasons}): the server seems to give every prompt the same (or an empty) answer, "
+                                f"so asking on would not reach --synthetic_tokens; check what it returns in "
+                                f"{os.path.join(args.out_dir, 'openai_cache.jsonl')}")
                     else:
+                        fruitless.clear()
                         dedup.keep(tokens, digest, sig, keys)
                         kept[source].append(tokens)
                         r["documents_kept"] += 1
@@ -893,7 +912,10 @@ def build(args) -> dict:
     remove_stale_temporaries(args.out_dir)
     analyzer()  # load the tokenizer and HumanEval here: forked workers inherit them
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    pool = multiprocessing.get_context(method).Pool(args.num_proc) if args.num_proc > 1 else None
+    # the workers ignore Ctrl-C, which a terminal sends to them too (interrupted, they hung terminate()):
+    # this process stops them
+    pool = (multiprocessing.get_context(method).Pool(args.num_proc, signal.signal, (signal.SIGINT, signal.SIG_IGN))
+            if args.num_proc > 1 else None)
     try:
         kept, report = collect(args, plan, pool)
     finally:
@@ -965,8 +987,18 @@ def main(argv=None) -> None:
     print(summary(meta))
 
 
+def interrupted(signum, frame):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break off the cleanup
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGINT, interrupted)
     try:
         main()
+    except KeyboardInterrupt:
+        print("prepare_textbooks.py: error: interrupted, so the build is not finished; run the same command "
+              "again to finish it (answers of --generator openai are cached, and not asked for again)", file=sys.stderr)
+        sys.exit(130)
     except (OSError, ValueError, RuntimeError) as e:
         sys.exit(f"prepare_textbooks.py: error: {e}")
