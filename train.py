@@ -820,6 +820,8 @@ def train(cfg: TrainConfig, ckpt: Optional[dict], world_size: int, local_rank: i
         export.save_pretrained(os.path.join(cfg.out_dir, "hf"))
         log.write(f"done: {cfg.out_dir}/ckpt.pt (step {step}) and {cfg.out_dir}/hf (save_pretrained)")
     log.close()
+    if dist.is_initialized():  # the others wait for rank 0's export: a rank that tore its process
+        dist.barrier()         # group down and exited meanwhile sometimes aborted (gloo, at exit)
 
 
 def peak_memory(device: torch.device) -> float:
