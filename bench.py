@@ -15,53 +15,22 @@ peak (a large square matmul in the same dtype), not a datasheet number.
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 
 import torch
 
-from model import Phi, PhiConfig, linear_cross_entropy, rows_per_chunk
-
-
-def machine() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name()
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048) -> float:
-    """Measured FLOP/s of an n x n x n matmul: the roof that MFU is computed against."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    sync(device)
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        a @ b
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return 2 * n ** 3 / min(times)
+from checkpoint import config_to_hf
+from common import compile_decode_step, flops_per_token, machine, matmul_peak, sync
+from kernels import linear_cross_entropy
+from model import Phi, PhiConfig
 
 
 def hf_twin(model: Phi):
     """transformers' PhiForCausalLM sharing the very same weight tensors (no copy)."""
     from transformers import PhiConfig as HFConfig, PhiForCausalLM
-    hf_cfg = {k: v for k, v in model.config.to_hf().items() if k not in ("architectures", "model_type")}
+    hf_cfg = {k: v for k, v in config_to_hf(model.config).items() if k not in ("architectures", "model_type")}
     with torch.device("meta"):
         hf = PhiForCausalLM(HFConfig(**hf_cfg))
     hf.load_state_dict(model.state_dict(), assign=True)
@@ -94,7 +63,7 @@ def bench_sample(args) -> None:
         out = hf.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
         return out[:, prompt.shape[1]:]
 
-    compiled = torch.compile(model, dynamic=False, mode="reduce-overhead" if device.type == "cuda" else None)
+    compiled = compile_decode_step(model, device)
     contenders = [("transformers generate", run_hf), ("nanophi", run_ours),
                   ("nanophi --compile", lambda: run_ours(compiled))]
     results, tokens = {}, {}
@@ -236,20 +205,20 @@ def bench_kernels(args) -> None:
     fwd_flops = 4 * B * H * T * T * D * (0.5 if causal else 1.0)
     contenders = {
         "F.scaled_dot_product_attention": lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=causal),
-        "kernels.attention": lambda q, k, v: kernels.attention(q, k, v, causal=causal),
+        "kernels.triton_attention": lambda q, k, v: kernels.triton_attention(q, k, v, causal=causal),
     }
     outputs, rows = {}, {}
     for name, f in contenders.items():
         t_fwd, t_all = fwd_bwd_seconds(f, (q, k, v), do, device, args.repeats)
         outputs[name] = f(q, k, v).detach()
         rows[name] = (fwd_flops / t_fwd, 2.5 * fwd_flops / (t_all - t_fwd), 3.5 * fwd_flops / t_all)
-    diff = (outputs["kernels.attention"].float() - outputs["F.scaled_dot_product_attention"].float()).abs().max()
+    diff = (outputs["kernels.triton_attention"].float() - outputs["F.scaled_dot_product_attention"].float()).abs().max()
     print(f"\nattention, B={B} H={H} T={T} D={D} {'causal' if causal else 'not causal'} {args.dtype}, "
           f"median of {args.repeats} (max |difference| of the outputs: {diff:.1e})")
     print(f"{'':32s} {'fwd TFLOP/s':>12s} {'bwd TFLOP/s':>12s} {'fwd+bwd TFLOP/s':>16s} {'fwd+bwd MFU':>12s}")
     for name, (fwd, bwd, both) in rows.items():
         print(f"{name:32s} {fwd / 1e12:12.1f} {bwd / 1e12:12.1f} {both / 1e12:16.1f} {100 * both / peak:11.1f}%")
-    base, ours = rows["F.scaled_dot_product_attention"], rows["kernels.attention"]
+    base, ours = rows["F.scaled_dot_product_attention"], rows["kernels.triton_attention"]
     print(f"{'ratio (kernels / SDPA)':32s} {ours[0] / base[0]:11.2f}x {ours[1] / base[1]:11.2f}x "
           f"{ours[2] / base[2]:15.2f}x")
 
@@ -263,42 +232,40 @@ def bench_kernels(args) -> None:
     size = M * N * x.element_size()
     contenders = {
         "F.layer_norm": lambda x, w, b: F.layer_norm(x, (N,), w, b, 1e-5),
-        "kernels.layer_norm": lambda x, w, b: kernels.layer_norm(x, w, b, 1e-5),
+        "kernels.triton_layer_norm": lambda x, w, b: kernels.triton_layer_norm(x, w, b, 1e-5),
     }
     outputs, rows = {}, {}
     for name, f in contenders.items():
         t_fwd, t_all = fwd_bwd_seconds(f, (x, w, b), dy, device, args.repeats)
         outputs[name] = f(x, w, b).detach()
         rows[name] = (2 * size / t_fwd, 3 * size / (t_all - t_fwd), 5 * size / t_all)
-    diff = (outputs["kernels.layer_norm"].float() - outputs["F.layer_norm"].float()).abs().max()
+    diff = (outputs["kernels.triton_layer_norm"].float() - outputs["F.layer_norm"].float()).abs().max()
     print(f"\nlayer_norm, ({M}, {N}) {args.dtype}, median of {args.repeats} (max |difference| of the "
           f"outputs: {diff:.1e})")
     print(f"{'':32s} {'fwd GB/s':>12s} {'bwd GB/s':>12s} {'fwd+bwd GB/s':>16s} {'of copy':>12s}")
     for name, (fwd, bwd, both) in rows.items():
         print(f"{name:32s} {fwd / 1e9:12.0f} {bwd / 1e9:12.0f} {both / 1e9:16.0f} {100 * both / bandwidth:11.1f}%")
-    base, ours = rows["F.layer_norm"], rows["kernels.layer_norm"]
+    base, ours = rows["F.layer_norm"], rows["kernels.triton_layer_norm"]
     print(f"{'ratio (kernels / torch)':32s} {ours[0] / base[0]:11.2f}x {ours[1] / base[1]:11.2f}x "
           f"{ours[2] / base[2]:15.2f}x")
 
-    loss_table(x, args.vocab, device, dtype, args.repeats, kernels="triton")
+    loss_table(x, args.vocab, device, dtype, args.repeats, use="triton")
 
 
 def loss_table(x: torch.Tensor, V: int, device: torch.device, dtype: torch.dtype, repeats: int,
-               kernels: str) -> None:
+               use: str) -> None:
     """lm_head + cross-entropy, forward and backward, for x (M, N): the plain loss (F.linear, then
-    float32 for the softmax) against model.linear_cross_entropy with a workspace reused from call to
-    call, as Phi.loss does; the time, and on CUDA the memory needed beyond the inputs."""
+    float32 for the softmax) against kernels.linear_cross_entropy (its workspace reused from call to
+    call); the time, and on CUDA the memory needed beyond the inputs."""
     import torch.nn.functional as F
     M, N = x.shape
     x = x.detach().requires_grad_()
     w_head = (0.02 * torch.randn(V, N, device=device, dtype=dtype)).requires_grad_()
     b_head = torch.zeros(V, device=device, dtype=dtype, requires_grad=True)
     targets = torch.randint(0, V, (M,), device=device)
-    workspace = torch.empty(min(M, rows_per_chunk(V, dtype)), V, device=device, dtype=dtype)
     contenders = {
         "F.linear + F.cross_entropy": lambda: F.cross_entropy(F.linear(x, w_head, b_head).float(), targets),
-        "model.linear_cross_entropy": lambda: linear_cross_entropy(x, w_head, b_head, targets, kernels=kernels,
-                                                                   workspace=workspace),
+        "kernels.linear_cross_entropy": lambda: linear_cross_entropy(x, w_head, b_head, targets, use=use),
     }
     losses, rows = {}, {}
     for name, f in contenders.items():
@@ -320,7 +287,7 @@ def loss_table(x: torch.Tensor, V: int, device: torch.device, dtype: torch.dtype
     print(f"{'':32s} {'ms':>12s} {'GFLOP/s':>12s} {'peak GiB':>12s}")
     for name, (seconds, peak) in rows.items():
         print(f"{name:32s} {1e3 * seconds:12.2f} {matmuls / seconds / 1e9:12.1f} {peak:12.2f}")
-    base, ours = rows["F.linear + F.cross_entropy"][0], rows["model.linear_cross_entropy"][0]
+    base, ours = rows["F.linear + F.cross_entropy"][0], rows["kernels.linear_cross_entropy"][0]
     print(f"{'ratio (fused / plain)':32s} {base / ours:11.2f}x")
 
 
@@ -331,7 +298,7 @@ def bench_loss(args) -> None:
     torch.manual_seed(0)
     print(f"machine: {machine()}; torch {torch.__version__}")
     x = torch.randn(args.rows, args.hidden, device=device, dtype=dtype)
-    loss_table(x, args.vocab, device, dtype, args.repeats, kernels="auto")
+    loss_table(x, args.vocab, device, dtype, args.repeats, use="auto")
 
 
 TRAIN_CONTENDERS = ("transformers", "nanophi", "nanophi --compile")
@@ -340,7 +307,7 @@ TRAIN_CONTENDERS = ("transformers", "nanophi", "nanophi --compile")
 def bench_train(args) -> None:
     """One optimizer step (forward, backward, AdamW) on the same batch, from the same weights, with
     the same optimizer (train.make_optimizer: the recipe's AdamW): transformers' PhiForCausalLM
-    (its own loss, sdpa attention), nanophi (its loss as train.py asks for it: return_logits=False),
+    (its own loss, sdpa attention), nanophi (its loss as train.py asks for it: model(x, y)),
     and nanophi compiled as train.py --compile=true does.
 
     Each contender runs in a process of its own (bench.py train --only NAME), as a training run
@@ -352,7 +319,6 @@ def bench_train(args) -> None:
         print(json.dumps(train_steps(args)))
         return
     import subprocess
-    from train import flops_per_token
     device = torch.device(args.device)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     cfg = PhiConfig.from_name(args.shape)
@@ -387,7 +353,6 @@ def bench_train(args) -> None:
 def train_steps(args) -> dict:
     """The child of bench_train: one contender, warmed up (and compiled), then args.repeats timed
     steps. The same seed gives every contender the same weights and batch."""
-    from train import TrainConfig, make_optimizer
     device = torch.device(args.device)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     torch.manual_seed(0)
@@ -403,10 +368,11 @@ def train_steps(args) -> dict:
     elif args.only in ("nanophi", "nanophi --compile"):
         model = ours
         forward = torch.compile(ours) if args.only == "nanophi --compile" else ours
-        loss_of = lambda: forward(x, y, return_logits=False)[1]
+        loss_of = lambda: forward(x, y)
     else:
         sys.exit(f"bench.py train: --only {args.only!r}: choose one of {', '.join(TRAIN_CONTENDERS)}")
-    opt = make_optimizer(model, TrainConfig(), device)
+    # the recipe's AdamW (train.py's defaults) over ours's tensors, which hf_twin shares
+    opt = ours.configure_optimizer(2e-4, 0.1, (0.9, 0.98), 1e-7, device)
     autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
 
     def step():

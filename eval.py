@@ -13,7 +13,7 @@ unbiased estimator of the Codex paper.
 
 Multiple choice, zero-shot: every choice is scored by the summed log-probability of its tokens after
 the question, as lm-evaluation-harness does it (the same prompts and the same tokenization of the
-context/continuation pair): acc takes the most likely choice, acc_norm the most likely per byte.
+context/continuation pair): acc takes the most likely choice, acc_norm the most likely per character.
 
 Perplexity and bits per byte: on a text file, or on a uint16 token memmap (documents separated by
 <|endoftext|>), in non-overlapping windows of the model's context.
@@ -33,9 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model import atomic_write, load_model, write_text
+from checkpoint import load_model
+from common import Parser, atomic_write, finite_float, resolve_device_dtype, write_text
 from sandbox import run_tests, sandbox_protections
-from sample import Parser, finite_float, resolve_device_dtype
 from tokenizer import Tokenizer, check_vocab_size
 
 # -----------------------------------------------------------------------------
@@ -199,7 +199,7 @@ def loglikelihoods(model, requests: list[tuple[list[int], list[int]]], batch_siz
         idx = torch.zeros(len(batch), width, dtype=torch.long)  # pad id 0: never seen by a real position
         for row, i in enumerate(batch):
             idx[row, :len(inputs[i][0])] = torch.tensor(inputs[i][0])
-        logits, _ = model(idx.to(device))
+        logits = model(idx.to(device))
         for row, i in enumerate(batch):
             inp, cont = inputs[i]
             # the logits at positions len-k .. len-1 predict the k continuation tokens
@@ -237,7 +237,7 @@ def loglikelihoods(model, requests: list[tuple[list[int], list[int]]], batch_siz
 class Question:
     requests: list[tuple[str, str]]  # (context, continuation), one per choice
     gold: int
-    choices: Optional[list[str]]     # the choice texts whose UTF-8 length normalises acc_norm (None: no acc_norm)
+    choices: Optional[list[str]]     # the choice texts whose length normalises acc_norm (None: no acc_norm)
 
 
 def multiple_choice(context: str, choices: list[str], gold: int) -> Question:
@@ -405,8 +405,9 @@ def score_questions(model, tokenizer: Tokenizer, questions: list[Question], batc
         pred = int(np.argmax(ll))
         record = dict(gold=q.gold, loglikelihoods=ll, pred=pred, acc=float(pred == q.gold))
         if q.choices is not None:
-            per_byte = [l / max(1, len(c.encode("utf-8"))) for l, c in zip(ll, q.choices)]
-            record["pred_norm"] = int(np.argmax(per_byte))
+            # lm-evaluation-harness: divided by the choice's length in characters (not bytes, not tokens)
+            per_char = [l / max(1, len(c)) for l, c in zip(ll, q.choices)]
+            record["pred_norm"] = int(np.argmax(per_char))
             record["acc_norm"] = float(record["pred_norm"] == q.gold)
         records.append(record)
     metrics = {"n": len(records), "acc": float(np.mean([r["acc"] for r in records]))}
@@ -466,7 +467,7 @@ def perplexity(model, tokens: torch.Tensor, byte_lengths: torch.Tensor, limit: O
     for w in range(windows):
         chunk = tokens[w * T: w * T + T + 1]
         x, y = chunk[:-1].to(device)[None], chunk[1:].to(device)
-        logits, _ = model(x)
+        logits = model(x)
         logits = logits[0].to(torch.promote_types(logits.dtype, torch.float32))
         nll += F.cross_entropy(logits, y, reduction="sum").item()
         n_tokens += len(y)

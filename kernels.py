@@ -1,33 +1,245 @@
 """
-Triton kernels for phi, each with its backward; model.py uses them on CUDA (see PhiConfig.kernels).
+The arithmetic of phi's layers, each with its backward, and the one place that picks who runs it.
 
-    attention(q, k, v, causal=True, sm_scale=None)  softmax(q k^T * sm_scale + mask) v: FlashAttention-2
-    layer_norm(x, weight, bias, eps)                (x - mean) / sqrt(var + eps) * weight + bias
-    rope(x, cos, sin)                               partial rotary embedding, rotate-half
-    gelu_tanh(x)                                    0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-    cross_entropy_rows_(logits, targets, losses)    per row: logsumexp - target logit; softmax - onehot
+    attention(q, k, v, mask, dropout_p, use)    softmax(q k^T / sqrt(D) + mask) v
+    layer_norm(x, weight, bias, eps, use)       (x - mean) / sqrt(var + eps) * weight + bias
+    rope(x, cos, sin, use)                      partial rotary embedding, rotate-half
+    gelu_tanh(x, use)                           0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    linear_cross_entropy(x, W, b, targets, use) mean cross-entropy of x W^T + b, fused and chunked
 
-All but cross_entropy_rows_ (an in-place step inside model.linear_cross_entropy, which is
-differentiable) are differentiable (torch.autograd.Function), and all compute in float32 whatever
-the input dtype (float16, bfloat16, float32). On a machine without a GPU the same kernels run on CPU tensors through
-Triton's interpreter: set TRITON_INTERPRET=1 before triton is first imported (tests/conftest.py
-does). tests/compile_kernels.py compiles them for a GPU without one.
+model.py calls these five and does not know what runs them. `use` is PhiConfig.kernels: "torch"
+runs PyTorch (SDPA, F.layer_norm, ...); "triton" runs the Triton kernels below (FlashAttention-2,
+LayerNorm, rope, GELU and the cross-entropy row step, all computing in float32 whatever the input
+dtype); "auto" runs Triton on CUDA tensors when triton imports, PyTorch otherwise (see use_triton).
+Without a GPU the Triton kernels run on CPU tensors through Triton's interpreter: set
+TRITON_INTERPRET=1 before triton is first imported (tests/conftest.py does).
+tests/compile_kernels.py compiles them for a GPU without one. Where triton is not installed (its
+wheels are Linux-only) this file still imports, and PyTorch runs everything.
 
 References for the algorithms (read to learn, not copied): Dao, "FlashAttention-2" (2023), the
 Triton tutorials "Fused Attention" and "Layer Normalization".
 """
+
+from __future__ import annotations  # Triton's `tl.constexpr` annotations stay strings without triton
 
 import math
 import os
 from typing import Optional
 
 import torch
-import triton
-import triton.language as tl
+import torch.nn.functional as F
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # no Triton kernels here: PyTorch runs everything
+    triton = tl = None
 
 # True when this module's kernels were built for Triton's CPU interpreter (TRITON_INTERPRET=1 at import)
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
+
+def jit(fn):
+    """triton.jit where triton is installed; elsewhere the kernel stays a Python function never launched."""
+    return triton.jit(fn) if triton else fn
+
+
+# -----------------------------------------------------------------------------
+# Who runs what
+
+def use_triton(use: str, x: torch.Tensor) -> bool:
+    """Whether `use` (PhiConfig.kernels) picks the Triton kernels for tensors like x."""
+    if use == "torch":
+        return False
+    if use == "triton":
+        if triton is None:
+            raise RuntimeError("PhiConfig.kernels='triton' but triton is not installed; pip install triton, "
+                               "or use kernels='torch'")
+        return True
+    return x.is_cuda and triton is not None
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor] = None,
+              dropout_p: float = 0.0, use: str = "auto") -> torch.Tensor:
+    """softmax(q k^T / sqrt(head_dim) + mask) v for (B, H, T, D) tensors. mask None: the plain causal
+    mask (training, or a forward without the cache); with the KV cache, a boolean (T, S) saying which
+    cache slots each query may see. Triton takes the plain causal case without dropout; decoding
+    stays on SDPA, as the cache's valid length is a tensor (input_pos), not a shape."""
+    if mask is None and dropout_p == 0.0 and use_triton(use, q):
+        return triton_attention(q, k, v, causal=True)
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, use: str = "auto"):
+    if use_triton(use, x):
+        return triton_layer_norm(x, weight, bias, eps)
+    return F.layer_norm(x, weight.shape, weight, bias, eps)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, use: str = "auto") -> torch.Tensor:
+    """Rotate the first rotary_dim dims of each head of x (B, H, T, D) with the tables cos, sin
+    (T, rotary_dim); the rest pass through. Inside the rotated slice, dim i pairs with dim
+    i + rotary_dim/2 ("rotate half", as GPT-NeoX)."""
+    if use_triton(use, x):
+        return triton_rope(x, cos, sin)
+    rd = cos.shape[-1]
+    x_rot, x_pass = x[..., :rd], x[..., rd:]
+    x1, x2 = x_rot[..., : rd // 2], x_rot[..., rd // 2:]
+    return torch.cat((x_rot * cos + torch.cat((-x2, x1), dim=-1) * sin, x_pass), dim=-1)
+
+
+def gelu_tanh(x: torch.Tensor, use: str = "auto") -> torch.Tensor:
+    """phi's gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the tanh approximation."""
+    if use_triton(use, x):
+        return triton_gelu_tanh(x)
+    return F.gelu(x, approximate="tanh")
+
+
+# -----------------------------------------------------------------------------
+# The loss: lm_head and cross-entropy, fused and chunked
+#
+#     loss = mean over the rows r with a target of  logsumexp_v(z_rv) - z_r,target_r,   z = x W^T + b
+#     dloss/dz_rv = (softmax(z_r)_v - [v == target_r]) / n_rows
+# phi's 51200-word vocabulary makes the logits the biggest tensor of training (B*T x 51200; 0.4 GB
+# for 4 x 512 tokens in float32), and the plain loss makes four of them: the logits, log_softmax,
+# and two gradients. Here one workspace of chunk rows is reused: a chunk's logits are computed
+# into it, overwritten in place with their gradient, and turned into dx, dW and db by three matmuls
+# right away, in the forward (the loss is a scalar: the backward only scales). The flops are the
+# plain loss's; what goes is the memory, and on the CPU the time of touching fresh memory (page
+# faults). The workspace is kept per device and dtype and reused by every call (so not for calls
+# from several threads at once).
+
+WORKSPACE_BYTES = 256 << 20  # the logits of one chunk: 1310 rows of 51200 in float32
+_workspaces: dict = {}       # (device, dtype) -> the reused workspace
+
+
+def rows_per_chunk(vocab_size: int, dtype: torch.dtype) -> int:
+    """How many rows of logits fit in WORKSPACE_BYTES."""
+    return max(1, WORKSPACE_BYTES // (vocab_size * dtype.itemsize))
+
+
+def workspace(rows: int, vocab_size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A (rows, vocab_size) tensor to compute logits into, reused from call to call."""
+    ws = _workspaces.get((device, dtype))
+    if ws is None or ws.shape[0] < rows or ws.shape[1] != vocab_size:
+        ws = _workspaces[(device, dtype)] = torch.empty(rows, vocab_size, dtype=dtype, device=device)
+    return ws[:rows]
+
+
+def cross_entropy_rows_(logits: torch.Tensor, targets: torch.Tensor, losses: torch.Tensor,
+                        ignore_index: int, grad: bool) -> None:
+    """For each row r of logits (R, V): losses[r] = logsumexp(z_r) - z_r,targets[r] (0 where the
+    target is ignore_index), and with grad, logits[r] overwritten by softmax(z_r) - onehot(targets[r])
+    (zeros for an ignored row). In float32 (float64 for float64 logits), as the reference's
+    logits.float(). The PyTorch version of triton_cross_entropy_rows_."""
+    z = logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+    valid = targets != ignore_index
+    t = torch.where(valid, targets, 0)[:, None]
+    z_target = z.gather(1, t)[:, 0]
+    m = z.amax(1, keepdim=True)
+    z.sub_(m).exp_()  # exp(z - max): at most 1, so the sum cannot overflow
+    s = z.sum(1)
+    losses.copy_(torch.where(valid, m[:, 0] + s.log() - z_target, 0.0))
+    if grad:
+        z.mul_((valid / s)[:, None])
+        z.scatter_add_(1, t, -valid.to(z.dtype)[:, None])
+        if z is not logits:
+            logits.copy_(z)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, targets, ws, ignore_index, needs, use):
+        # x (M, C), weight (V, C), bias (V,): one dtype (the autocast one, cast by the caller);
+        # ws (chunk rows, V) of that dtype; needs: which of dx, dW, db to compute
+        M, V = x.shape[0], weight.shape[0]
+        rows_ = triton_cross_entropy_rows_ if use_triton(use, x) else cross_entropy_rows_
+        # dW and db add up M rows: in float32 for lower precisions (float64 stays float64)
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        n = (targets != ignore_index).sum()  # rows counted, on the device
+        losses = torch.empty(M, dtype=acc, device=x.device)
+        dx = torch.empty_like(x) if needs[0] else None
+        dw = torch.empty(weight.shape, dtype=acc, device=x.device) if needs[1] else None  # set by chunk 0
+        db = torch.zeros(V, dtype=acc, device=x.device) if needs[2] else None
+        for start in range(0, M, ws.shape[0]):
+            rows = slice(start, min(start + ws.shape[0], M))
+            z = ws[: rows.stop - start]
+            torch.addmm(bias, x[rows], weight.t(), out=z)
+            rows_(z, targets[rows], losses[rows], ignore_index, any(needs))
+            if dx is not None:  # z now holds softmax - onehot
+                torch.mm(z, weight, out=dx[rows])
+            if dw is not None and z.dtype == acc:
+                torch.addmm(dw, z.t(), x[rows], beta=0 if start == 0 else 1, out=dw)
+            elif dw is not None:
+                dw.copy_(z.t() @ x[rows]) if start == 0 else dw.add_(z.t() @ x[rows])
+            if db is not None:
+                db += z.sum(0, dtype=acc)
+        inv_n = 1.0 / n.to(acc)  # a 0-dim tensor: no host synchronisation
+        ctx.grads = [g.mul_(inv_n) if g is not None else None for g in (dx, dw, db)]
+        ctx.dtypes = (x.dtype, weight.dtype, bias.dtype)
+        return losses.sum() * inv_n
+
+    @staticmethod
+    def backward(ctx, dloss):
+        if ctx.grads is None:
+            raise RuntimeError("linear_cross_entropy: backward through the same loss twice; its gradients "
+                               "are made in the forward and used up by the first backward")
+        grads, ctx.grads = ctx.grads, None
+        # scaled in place: these tensors belong to this loss alone
+        grads = [g.mul_(dloss).to(dt) if g is not None else None for g, dt in zip(grads, ctx.dtypes)]
+        return (*grads, None, None, None, None, None)
+
+
+@torch.compiler.disable  # eager under torch.compile: three matmuls per chunk, nothing for a compiler to fuse
+def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor,
+                         ignore_index: int = -1, chunk_rows: Optional[int] = None, use: str = "auto") -> torch.Tensor:
+    """F.cross_entropy(F.linear(x, weight, bias).float(), targets, ignore_index=ignore_index) (the
+    mean over the rows whose target is not ignore_index), differentiable in x, weight and bias,
+    without ever holding more than chunk_rows rows of logits (default: WORKSPACE_BYTES of them).
+    x (..., C), targets x's leading shape, weight (V, C), bias (V,). The logits are in the autocast
+    dtype where autocast is on, x's otherwise, and their softmax in float32 (float64 stays float64),
+    as the reference. use: as PhiConfig.kernels, for the softmax step."""
+    C = x.shape[-1]
+    if weight.dim() != 2 or weight.shape[1] != C or bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear_cross_entropy: x (..., C) needs weight (V, C) and bias (V,); got x "
+                         f"{tuple(x.shape)}, weight {tuple(weight.shape)}, bias {tuple(bias.shape)}")
+    if targets.shape != x.shape[:-1] or targets.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"linear_cross_entropy: targets must be integers of shape {tuple(x.shape[:-1])}, "
+                         f"got {targets.dtype} {tuple(targets.shape)}")
+    if len({t.device for t in (x, weight, bias, targets)}) != 1:
+        raise ValueError("linear_cross_entropy: x, weight, bias and targets must be on one device")
+    V = weight.shape[0]
+    bad = ((targets < 0) & (targets != ignore_index)) | (targets >= V)  # the kernels would read out of bounds
+    if x.is_cuda:  # checked on the GPU: a check on the host would wait for it every step
+        torch._assert_async(~bad.any(), "linear_cross_entropy: a target is outside the vocabulary")
+    elif bool(bad.any()):
+        raise ValueError(f"linear_cross_entropy: target {targets[bad][0].item()} is outside the vocabulary "
+                         f"[0, {V}) and is not ignore_index ({ignore_index})")
+    autocast = torch.is_autocast_enabled(x.device.type)
+    dtype = torch.get_autocast_dtype(x.device.type) if autocast else x.dtype  # the dtype of lm_head(x)
+    if not autocast and not (x.dtype == weight.dtype == bias.dtype):
+        raise ValueError(f"linear_cross_entropy: x, weight and bias must share one dtype (or run under autocast); "
+                         f"got {x.dtype}, {weight.dtype}, {bias.dtype}")
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        raise ValueError(f"linear_cross_entropy: logits must be float16, bfloat16, float32 or float64, not {dtype}")
+    if chunk_rows is not None and chunk_rows < 1:
+        raise ValueError(f"linear_cross_entropy: chunk_rows must be positive, got {chunk_rows}")
+    rows = min(chunk_rows or rows_per_chunk(V, dtype), max(1, targets.numel()))
+    # the gradients are made in the forward, only those that will be asked for
+    needs = tuple(torch.is_grad_enabled() and t.requires_grad for t in (x, weight, bias))
+    with torch.autocast(x.device.type, enabled=False):
+        return _LinearCrossEntropy.apply(x.reshape(-1, C).to(dtype).contiguous(), weight.to(dtype).contiguous(),
+                                         bias.to(dtype).contiguous(), targets.reshape(-1),
+                                         workspace(rows, V, dtype, x.device), int(ignore_index), needs, use)
+
+
+# =============================================================================
+# The Triton kernels
+#
+# Each opens with the math it computes. All but triton_cross_entropy_rows_ (an in-place step inside
+# linear_cross_entropy, which is differentiable) are differentiable (torch.autograd.Function).
 
 def _check_device(*tensors: torch.Tensor) -> None:
     devices = {t.device for t in tensors}
@@ -66,7 +278,7 @@ def _dot_precision(dtype: torch.dtype) -> str:
 LOG2E = 1.4426950408889634
 
 
-@triton.jit
+@jit
 def _load_tile(ptrs, rows, n_rows, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
     """A (rows, BLOCK_D) tile; rows past n_rows and the padding dims past HEAD_DIM read as 0 (a
     head_dim of 80 is computed as 128 with zero padding, which changes no dot product)."""
@@ -76,7 +288,7 @@ def _load_tile(ptrs, rows, n_rows, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D: tl.c
     return tl.load(ptrs, mask=mask, other=0.0)
 
 
-@triton.jit
+@jit
 def _store_tile(ptrs, value, rows, n_rows, offs_d, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr):
     mask = rows[:, None] < n_rows
     if HEAD_DIM != BLOCK_D:
@@ -84,7 +296,7 @@ def _store_tile(ptrs, value, rows, n_rows, offs_d, HEAD_DIM: tl.constexpr, BLOCK
     tl.store(ptrs, value.to(ptrs.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@jit
 def _attn_fwd_blocks(acc, m_i, l_i, q, K_bh, V_bh, stride_kt, stride_vt, offs_m, offs_n, offs_d,
                      start, end, Tk, offset, qk_scale,
                      CAUSAL: tl.constexpr, MASKED: tl.constexpr, HEAD_DIM: tl.constexpr,
@@ -111,7 +323,7 @@ def _attn_fwd_blocks(acc, m_i, l_i, q, K_bh, V_bh, stride_kt, stride_vt, offs_m,
     return acc, m_i, l_i
 
 
-@triton.jit
+@jit
 def _attn_fwd(Q, K, V, O, LSE,
               stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
               stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot,
@@ -164,7 +376,7 @@ def _attn_fwd(Q, K, V, O, LSE,
 # dQ of a query block needs every key block: one program per query block loops over keys. Each
 # program owns what it writes, so there are no atomics and the result is deterministic.
 
-@triton.jit
+@jit
 def _attn_bwd_delta(O, DO, DELTA, stride_ob, stride_oh, stride_ot, stride_dob, stride_doh, stride_dot,
                     H, Tq, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr):
     """delta = rowsum(dO * O) in float32, for BLOCK_M rows. Grid: (cdiv(Tq, BLOCK_M), B * H)."""
@@ -180,7 +392,7 @@ def _attn_bwd_delta(O, DO, DELTA, stride_ob, stride_oh, stride_ot, stride_dob, s
     tl.store(DELTA + bh.to(tl.int64) * Tq + offs_m, delta, mask=offs_m < Tq)
 
 
-@triton.jit
+@jit
 def _attn_bwd_dkdv_blocks(dk, dv, k, v, Q_bh, DO_bh, LSE_bh, DELTA_bh, stride_qt, stride_dot,
                           offs_m, cols, offs_d, start, end, Tq, offset, qk_scale,
                           MASKED: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -205,7 +417,7 @@ def _attn_bwd_dkdv_blocks(dk, dv, k, v, Q_bh, DO_bh, LSE_bh, DELTA_bh, stride_qt
     return dk, dv
 
 
-@triton.jit
+@jit
 def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV,
                    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
                    stride_vb, stride_vh, stride_vt, stride_dob, stride_doh, stride_dot,
@@ -253,7 +465,7 @@ def _attn_bwd_dkdv(Q, K, V, DO, LSE, DELTA, DK, DV,
                 dv, cols, Tk, offs_d, HEAD_DIM, BLOCK_D)
 
 
-@triton.jit
+@jit
 def _attn_bwd_dq_blocks(dq, q, do, lse, delta, K_bh, V_bh, stride_kt, stride_vt, offs_m, offs_n,
                         offs_d, start, end, Tk, offset, qk_scale,
                         CAUSAL: tl.constexpr, MASKED: tl.constexpr, HEAD_DIM: tl.constexpr,
@@ -277,7 +489,7 @@ def _attn_bwd_dq_blocks(dq, q, do, lse, delta, K_bh, V_bh, stride_kt, stride_vt,
     return dq
 
 
-@triton.jit
+@jit
 def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ,
                  stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
                  stride_vb, stride_vh, stride_vt, stride_dob, stride_doh, stride_dot,
@@ -332,12 +544,13 @@ def _configs(candidates):
 _AUTOTUNE_KEY = ["Tq", "Tk", "HEAD_DIM", "CAUSAL"]  # the autotuner adds the tensors' dtypes
 # (BLOCK_M, BLOCK_N, warps, stages): candidates that compile for sm_90 without register spills at
 # head dim 64 (and, for most, at 80/128), per tests/compile_kernels.py and cuobjdump
-_attn_fwd = triton.autotune(_configs([(128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 3), (64, 64, 4, 3),
-                                      (64, 128, 8, 3), (128, 32, 8, 3)]), key=_AUTOTUNE_KEY)(_attn_fwd)
-_attn_bwd_dkdv = triton.autotune(_configs([(32, 128, 8, 3), (16, 128, 8, 3), (64, 64, 8, 3), (32, 64, 8, 3),
-                                           (16, 64, 8, 3), (32, 64, 4, 3)]), key=_AUTOTUNE_KEY)(_attn_bwd_dkdv)
-_attn_bwd_dq = triton.autotune(_configs([(128, 32, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3),
-                                         (64, 64, 8, 3), (32, 64, 4, 3)]), key=_AUTOTUNE_KEY)(_attn_bwd_dq)
+if triton:
+    _attn_fwd = triton.autotune(_configs([(128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 3), (64, 64, 4, 3),
+                                          (64, 128, 8, 3), (128, 32, 8, 3)]), key=_AUTOTUNE_KEY)(_attn_fwd)
+    _attn_bwd_dkdv = triton.autotune(_configs([(32, 128, 8, 3), (16, 128, 8, 3), (64, 64, 8, 3), (32, 64, 8, 3),
+                                               (16, 64, 8, 3), (32, 64, 4, 3)]), key=_AUTOTUNE_KEY)(_attn_bwd_dkdv)
+    _attn_bwd_dq = triton.autotune(_configs([(128, 32, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3),
+                                             (64, 64, 8, 3), (32, 64, 4, 3)]), key=_AUTOTUNE_KEY)(_attn_bwd_dq)
 
 
 def _head_block(D: int) -> int:
@@ -397,27 +610,27 @@ class _Attention(torch.autograd.Function):
         return dq, dk, dv, None, None
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
+def triton_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
               sm_scale: Optional[float] = None) -> torch.Tensor:
     """softmax(q k^T * sm_scale + mask) v for q (B, H, Tq, D) and k, v (B, H, Tk, D), differentiable.
     sm_scale defaults to 1/sqrt(D). causal: query i sees keys j <= i + Tk - Tq (needs Tq <= Tk).
     D up to 128; float16, bfloat16 or float32, all three alike."""
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
-        raise ValueError(f"attention: q, k, v must be (B, H, T, D), got shapes {tuple(q.shape)}, "
+        raise ValueError(f"triton_attention: q, k, v must be (B, H, T, D), got shapes {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
     B, H, Tq, D = q.shape
     if k.shape != v.shape or k.shape[:2] != (B, H) or k.shape[3] != D:
-        raise ValueError(f"attention: k and v must be (B={B}, H={H}, Tk, D={D}), got {tuple(k.shape)} "
+        raise ValueError(f"triton_attention: k and v must be (B={B}, H={H}, Tk, D={D}), got {tuple(k.shape)} "
                          f"and {tuple(v.shape)}")
     if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        raise ValueError(f"attention: q, k, v must share one dtype of float16, bfloat16, float32; got "
+        raise ValueError(f"triton_attention: q, k, v must share one dtype of float16, bfloat16, float32; got "
                          f"{q.dtype}, {k.dtype}, {v.dtype}")
     if not 1 <= D <= 128:
-        raise ValueError(f"attention: head dim {D} is not supported (1..128)")
+        raise ValueError(f"triton_attention: head dim {D} is not supported (1..128)")
     if Tq == 0 or k.shape[2] == 0:
-        raise ValueError(f"attention: empty sequence (Tq={Tq}, Tk={k.shape[2]})")
+        raise ValueError(f"triton_attention: empty sequence (Tq={Tq}, Tk={k.shape[2]})")
     if causal and Tq > k.shape[2]:
-        raise ValueError(f"attention: causal with more queries ({Tq}) than keys ({k.shape[2]}): the first "
+        raise ValueError(f"triton_attention: causal with more queries ({Tq}) than keys ({k.shape[2]}): the first "
                          f"queries would see no key")
     _check_device(q, k, v)
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
@@ -441,7 +654,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
 # partial sum in registers, write it to a (G, 2N) buffer (dw partials | db partials), and a second
 # kernel sums the G partials of each column. No atomics: the result does not depend on scheduling.
 
-@triton.jit
+@jit
 def _layer_norm_fwd(X, Y, W, B, MEAN, RSTD, stride_x, stride_y, N, eps, BLOCK_N: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK_N)
@@ -459,7 +672,7 @@ def _layer_norm_fwd(X, Y, W, B, MEAN, RSTD, stride_x, stride_y, N, eps, BLOCK_N:
     tl.store(RSTD + row, rstd)
 
 
-@triton.jit
+@jit
 def _layer_norm_bwd(X, DY, DX, W, MEAN, RSTD, PART, stride_x, stride_dy, stride_dx, M, N,
                     BLOCK_N: tl.constexpr):
     """dx of rows pid, pid + G, pid + 2G, ... and this program's partial dw, db over those rows."""
@@ -492,7 +705,7 @@ def _layer_norm_bwd(X, DY, DX, W, MEAN, RSTD, PART, stride_x, stride_dy, stride_
     tl.store(PART + pid * 2 * N + N + cols, db, mask=mask)
 
 
-@triton.jit
+@jit
 def _column_sum(PART, OUT, G, N, BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr):
     """OUT[n] = sum over g of PART[g, n], for BLOCK_N columns, always in the same order."""
     cols = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -560,7 +773,7 @@ class _LayerNorm(torch.autograd.Function):
         return dx, dw, db, None
 
 
-def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+def triton_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """LayerNorm over the last dim of x (any leading shape), with weight and bias of shape (N,);
     differentiable. x in float16, bfloat16 or float32 (y has x's dtype); statistics in float32."""
     N = x.shape[-1] if x.dim() else 0
@@ -589,7 +802,7 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
 # One read and one write of x, where PyTorch's slicing, negation, concatenations, products and sum
 # take several passes. Computed in float32 and rounded once.
 
-@triton.jit
+@jit
 def _rope(X, COS, SIN, Y, stride_xb, stride_xh, stride_xt, stride_yb, stride_yh, stride_yt, stride_c,
           H, T, HEAD_DIM: tl.constexpr, HALF: tl.constexpr, BLOCK_HALF: tl.constexpr, BLOCK_D: tl.constexpr,
           BLOCK_T: tl.constexpr, BACKWARD: tl.constexpr):
@@ -649,7 +862,7 @@ class _Rope(torch.autograd.Function):
         return _rope_launch(dy, cos, sin, backward=True), None, None
 
 
-def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def triton_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate the first rotary_dim dims of each head of x (B, H, T, D), rotate-half style (dim i
     pairs with i + rotary_dim/2), with cos and sin tables (T, rotary_dim); the other dims pass
     through. Differentiable in x (the tables are constants)."""
@@ -681,10 +894,10 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
 # The sigmoid form needs no tanh (a libdevice call) and has no cancellation for large negative x.
 # The forward stores nothing but x, which the backward reads again.
 
-SQRT_2_OVER_PI = tl.constexpr(0.7978845608028654)  # a constexpr, so kernels may read it
+SQRT_2_OVER_PI = tl.constexpr(0.7978845608028654) if triton else None  # a constexpr, so kernels may read it
 
 
-@triton.jit
+@jit
 def _gelu_tanh(X, DY, OUT, n, BACKWARD: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
@@ -721,7 +934,7 @@ class _GeluTanh(torch.autograd.Function):
         return _gelu_launch(x, dy.contiguous())
 
 
-def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+def triton_gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     """F.gelu(x, approximate="tanh"), differentiable, computed in float32 whatever x's dtype."""
     if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise ValueError(f"gelu_tanh: x has dtype {x.dtype}; expected float16, bfloat16 or float32")
@@ -732,16 +945,16 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
 
 
 # =============================================================================
-# Cross-entropy over a large vocabulary: the per-row step of model.linear_cross_entropy
+# Cross-entropy over a large vocabulary: the per-row step of linear_cross_entropy
 #
 #     loss_r = logsumexp_v(z_rv) - z_r,target_r          dloss_r/dz_rv = softmax(z_r)_v - [v == target_r]
-# model.linear_cross_entropy computes the logits z = x W^T + b a chunk of rows at a time (phi's
+# linear_cross_entropy computes the logits z = x W^T + b a chunk of rows at a time (phi's
 # 51200-word vocabulary makes the whole (tokens, vocab) tensor the biggest of training) and hands
 # each chunk here: one program per row reads the row once for the logsumexp (online, as attention's
 # softmax) and once more to overwrite it, in place, with its gradient. dx, dW and db of the chunk
-# are then three matmuls, back in model.py.
+# are then three matmuls, back in linear_cross_entropy.
 
-@triton.jit
+@jit
 def _cross_entropy_rows(LOGITS, TARGETS, LOSS, stride_l, V, ignore_index, GRAD: tl.constexpr,
                         BLOCK_V: tl.constexpr):
     """One row: its loss, and (GRAD) its logits replaced by their gradient softmax - onehot (0 for a
@@ -772,12 +985,12 @@ def _cross_entropy_rows(LOGITS, TARGETS, LOSS, stride_l, V, ignore_index, GRAD: 
             tl.store(base + v, g.to(LOGITS.dtype.element_ty), mask=v < V)
 
 
-def cross_entropy_rows_(logits: torch.Tensor, targets: torch.Tensor, losses: torch.Tensor,
+def triton_cross_entropy_rows_(logits: torch.Tensor, targets: torch.Tensor, losses: torch.Tensor,
                         ignore_index: int, grad: bool) -> None:
     """For each row r of logits (R, V): losses[r] = logsumexp(z_r) - z_r,targets[r] (0 where the
     target is ignore_index), in float32; with grad, logits[r] overwritten in place by
-    softmax(z_r) - onehot(targets[r]) (zeros for an ignored row). model.linear_cross_entropy calls it
-    on each chunk; model.cross_entropy_rows_ is the PyTorch version."""
+    softmax(z_r) - onehot(targets[r]) (zeros for an ignored row). linear_cross_entropy calls it on
+    each chunk; cross_entropy_rows_ is the PyTorch version."""
     if logits.dtype not in (torch.float16, torch.bfloat16, torch.float32) or losses.dtype != torch.float32:
         raise ValueError(f"cross_entropy_rows_: logits float16, bfloat16 or float32 and losses float32; got "
                          f"{logits.dtype} and {losses.dtype}")

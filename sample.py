@@ -10,38 +10,18 @@ token per step. A prompt that does not fit in the context together with --max_ne
 error (it is not truncated). An empty prompt starts from <|endoftext|>.
 """
 
-import argparse
 import codecs
-import math
 import sys
 import time
 
 import torch
 
-from model import load_model
+from checkpoint import load_model
+from common import DTYPES, Parser, compile_decode_step, finite_float, resolve_device_dtype
 from tokenizer import Tokenizer, check_vocab_size
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not argparse's usage dump
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def finite_float(text: str) -> float:
-    """argparse type for float flags: nan passes every < and > check (--temperature nan reached
-    torch.multinomial), so nan and inf are refused here. Shared with eval.py."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
-
-
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv=None):
     p = Parser(prog="sample.py", description="Sample text from a phi model.")
     p.add_argument("--init_from", default="out/ckpt.pt",
                    help="a nanophi checkpoint (.pt from train.py), a Hugging Face phi directory, a hub "
@@ -73,34 +53,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def resolve_device_dtype(device: str, dtype: str, local_rank: int = 0) -> tuple[torch.device, torch.dtype]:
-    """--device and --dtype as torch objects. auto: this process's GPU (cuda:local_rank under
-    torchrun) when there is one, else the CPU; bfloat16 on a GPU that has it, else float32."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"--device {device} is not a device; use cpu, cuda, cuda:N or mps") from None
-    # checked before any weights are read: a device that cannot take them is not a corrupt file
-    if device.type == "meta":
-        raise ValueError("--device meta holds no data and cannot run a model; use cpu, cuda, cuda:N or mps")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"--device {device} is not supported; use cpu, cuda, cuda:N or mps")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("--device mps asked for, but PyTorch sees no MPS device (an Apple GPU); use --device cpu")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    if dtype == "auto":
-        if device.type == "cuda":
-            return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return device, torch.float32
-    return device, DTYPES[dtype]
-
-
 def read_prompt(prompt: str) -> str:
     if prompt.startswith("FILE:"):
         path = prompt.removeprefix("FILE:")
@@ -129,10 +81,8 @@ def main(argv=None) -> None:
     stop_id = None if args.ignore_eot else tokenizer.eot_id
 
     step = None
-    if args.compile:
-        # compile the one-token decode step (the prefill runs once and stays eager). The static
-        # cache keeps shapes fixed, so on CUDA the step can replay as a CUDA graph.
-        step = torch.compile(model, dynamic=False, mode="reduce-overhead" if device.type == "cuda" else None)
+    if args.compile:  # the one-token decode step (the prefill runs once and stays eager)
+        step = compile_decode_step(model, device)
         t0 = time.perf_counter()
         model.setup_cache(1, len(ids) + args.max_new_tokens)
         with torch.inference_mode():  # a throwaway step, just to compile; the prefill overwrites it

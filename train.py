@@ -1,8 +1,8 @@
 """
-Train phi on the token memmaps of data/prepare_textbooks.py: from scratch with the recipe of the
+Train phi on the token files of data/prepare_textbooks.py: from scratch with the recipe of the
 phi-1.5 report (the default), or fine-tuning official weights; on one device or many.
 
-    python train.py --config=demo                          # the CPU demo: phi-nano, ~10 minutes
+    python train.py --config=demo                          # the CPU demo: phi-nano, in minutes
     python train.py                                        # one device (the phi-1.5 recipe)
     torchrun --standalone --nproc_per_node=8 train.py      # DDP on 8 GPUs (NCCL; gloo on the CPU)
     torchrun --nnodes=4 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 train.py
@@ -22,19 +22,18 @@ place in the global order, so the processes never overlap and a step's data depe
 many sequences came before it. That count is saved in the checkpoint: a resumed run reads exactly
 the data the uninterrupted one would have read, and on the CPU its losses are the same to the bit.
 
-out_dir/ckpt.pt is always the newest checkpoint, written once and atomically; each save keeps the
-one it replaces as out_dir/ckpt-STEP.pt (the newest keep_last of them stay), each a file of its own.
-Weights that are not finite are never saved, and a NaN or infinite loss stops the run with the
-checkpoint to go back to: the newest one whose next step had a finite loss.
+out_dir/ckpt.pt is always the newest checkpoint; each save keeps the one it replaces as
+out_dir/ckpt-STEP.pt (checkpoint.py). Weights that are not finite are never saved, and a NaN or
+infinite loss stops the run with the checkpoint to go back to: the newest one whose next step had a
+finite loss. SIGTERM saves a checkpoint at the end of the current step; under torchrun
+--max-restarts a restarted run continues from ckpt.pt.
 """
 
-import errno
 import json
 import math
 import os
 import re
 import resource
-import shlex
 import shutil
 import signal
 import sys
@@ -49,12 +48,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                     get_optimizer_state_dict, set_model_state_dict,
-                                                     set_optimizer_state_dict)
+                                                     get_optimizer_state_dict, set_optimizer_state_dict)
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from model import PRESETS, Phi, PhiConfig, atomic_write, load_model
-from sample import resolve_device_dtype
+from checkpoint import (copy_command, from_state_dict, load_model, newest_checkpoint, read_checkpoint,
+                        save_pretrained, tidy_checkpoints, write_checkpoint)
+from common import device_peak, flops_per_token, resolve_device_dtype
+from model import PRESETS, Phi, PhiConfig
 
 
 # -----------------------------------------------------------------------------
@@ -107,8 +107,8 @@ class TrainConfig:
 CONFIGS = {
     # the recipe of the phi-1.5 report (section 2.3) on 8 GPUs of 80 GB: the defaults above
     "phi-1.5": {},
-    # a small model on the CPU in about 10 minutes: loss well below the corpus's unigram entropy
-    # (150 steps of 16 x 256 tokens: 614K tokens at ~1,200 tokens/s on 2 cores)
+    # a small model on the CPU in minutes: 150 steps of 16 x 256 tokens (614K tokens), to a loss well
+    # below the corpus's unigram entropy
     "demo": dict(out_dir="out/demo", overwrite=True, model="phi-nano", block_size=256, batch_size=16, global_batch_size=16, max_iters=150,
                  learning_rate=3e-3, lr_schedule="cosine", warmup_iters=10, min_lr=3e-4,
                  eval_interval=50, eval_sequences=32, log_interval=10, checkpoint_interval=50, keep_last=1),
@@ -117,6 +117,468 @@ CONFIGS = {
 # A resumed run must train the same model on the same windows
 FIXED_ON_RESUME = ("model", "block_size", "seed")
 
+
+# -----------------------------------------------------------------------------
+# Training
+
+def train(cfg: TrainConfig, ckpt: Optional[dict], world_size: int, local_rank: int) -> None:
+    grad_accum = check_config(cfg, world_size)
+    device, dtype = resolve_device_dtype(cfg.device, cfg.dtype, local_rank)
+    master = rank() == 0
+    prepare_out_dir(cfg, fresh=ckpt is None)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
+    train_data = open_tokens(os.path.join(cfg.data_dir, "train.bin"), cfg.block_size)
+    val_data = open_tokens(os.path.join(cfg.data_dir, "val.bin"), cfg.block_size)
+    n_train = n_windows(train_data, cfg.block_size)
+    val_set = val_windows(val_data, cfg.block_size, cfg.eval_sequences)
+    if len(val_set) < world_size:
+        raise ConfigError(f"the val set has {len(val_set)} windows, fewer than the {world_size} processes; "
+                          f"raise --eval_sequences or add data to val.bin")
+
+    raw = build(cfg, ckpt, device)  # the model itself; `model` is what runs it (compiled, DDP)
+    vocab_size = raw.config.vocab_size
+    model, eval_model = parallelize(raw, cfg, device, world_size)
+    optimizer = raw.configure_optimizer(cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), cfg.eps, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    if master:  # before the RNG is set: measuring the CPU peak draws random numbers
+        peak, peak_name = device_peak(device, dtype)
+    step, samples_seen = restore(ckpt, raw, optimizer, scaler, cfg, world_size, device)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
+    tokens_per_step = cfg.global_batch_size * cfg.block_size
+    flops_step = flops_per_token(raw.config, cfg.block_size) * tokens_per_step
+    log = Log(cfg, step, master)
+    if master:
+        print(json.dumps(asdict(cfg), indent=1), flush=True)
+        log.write(f"model {raw.num_params() / 1e6:.1f}M parameters; {world_size} process(es) on {device.type}, "
+                  f"{str(dtype).removeprefix('torch.')}; grad_accum {grad_accum}; {tokens_per_step:,} tokens "
+                  f"per step; train.bin {len(train_data):,} tokens ({n_train:,} windows), val set "
+                  f"{len(val_set)} windows")
+        log.write(f"unigram entropy of train.bin: {unigram_entropy(train_data):.3f} nats per token "
+                  f"(the loss of a model that ignores context)")
+        log.write(f"MFU against {peak / 1e12:.3f} TFLOP/s per device ({peak_name})")
+        log.record({"event": "resume" if ckpt is not None else "start", "step": step,
+                    "restart": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)), "world_size": world_size})
+    stop = StopFlag()
+
+    model.train()
+    final_state, last_saved = None, -1
+    while True:
+        if step % cfg.eval_interval == 0 or step == cfg.max_iters:
+            val_loss = evaluate(eval_model, val_data, val_set, cfg, vocab_size, device, autocast)
+            log.write(f"step {step}: val loss {val_loss:.4f}")
+            log.record({"step": step, "val_loss": val_loss})
+        if step >= cfg.max_iters:
+            break
+        t0 = time.perf_counter()
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum = torch.zeros((), device=device)
+        for micro in range(grad_accum):
+            first = first_sample(samples_seen, micro, rank(), world_size, cfg.batch_size)
+            x, y = get_batch(train_data, train_windows(n_train, cfg.seed, first, cfg.batch_size),
+                             cfg.block_size, vocab_size, device)
+            last = micro == grad_accum - 1
+            if cfg.fsdp:
+                raw.set_requires_gradient_sync(last)
+            sync = model.no_sync() if isinstance(model, DDP) and not last else nullcontext()
+            with sync, autocast:
+                loss = model(x, y) / grad_accum  # the loss fused with lm_head: no logits tensor
+            scaler.scale(loss).backward()
+            loss_sum += loss.detach().float()
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip or math.inf)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
+            grad_norm = grad_norm.full_tensor()
+        # one all-reduce carries the loss and the stop request, so that all ranks decide alike
+        stats = torch.stack([loss_sum, torch.tensor(float(stop.requested), device=device)])
+        if dist.is_initialized():
+            dist.all_reduce(stats)
+        loss_value, stop_now = stats[0].item() / world_size, stats[1].item() > 0
+        grad_norm = grad_norm.item()
+        # fp16's GradScaler skips steps with inf gradients by design; otherwise they are a failure
+        if not math.isfinite(loss_value) or (not scaler.is_enabled() and not math.isfinite(grad_norm)):
+            raise nonfinite_error(cfg, step, f"loss {loss_value} and grad norm {grad_norm} at step {step + 1}; "
+                                             f"stopped without applying it")
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        dt = time.perf_counter() - t0
+        step += 1
+        samples_seen += cfg.global_batch_size
+        tps = tokens_per_step / dt
+        rec = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tps,
+               "mfu": flops_step / dt / (peak * world_size) if master else None, "peak_mem_gb": peak_memory(device)}
+        log.record(rec, advance=True)
+        if master and (step % cfg.log_interval == 0 or step == 1):
+            log.write(f"step {step}: loss {loss_value:.4f} | lr {lr:.2e} | grad norm {grad_norm:.3f} | "
+                      f"{tps:,.0f} tokens/s | MFU {100 * rec['mfu']:.2f}% | peak mem {rec['peak_mem_gb']:.2f} GB")
+        if step % cfg.checkpoint_interval == 0 or step == cfg.max_iters or stop_now:
+            final_state = save_checkpoint(cfg, raw, optimizer, scaler, step, samples_seen, device)
+            last_saved = step
+            if stop_now:
+                log.write(f"SIGTERM: saved {cfg.out_dir}/ckpt.pt at step {step}; resume with --init_from=resume")
+                log.close()
+                return
+    if last_saved != step:  # (a run resumed at its end)
+        final_state = save_checkpoint(cfg, raw, optimizer, scaler, step, samples_seen, device)
+    if master:  # the final model in the official layout, for transformers and for eval
+        save_pretrained(from_state_dict(raw.config, dict(final_state)), os.path.join(cfg.out_dir, "hf"))
+        log.write(f"done: {cfg.out_dir}/ckpt.pt (step {step}) and {cfg.out_dir}/hf (save_pretrained)")
+    log.close()
+    if dist.is_initialized():  # the others wait for rank 0's export: a rank that tore its process
+        dist.barrier()         # group down and exited meanwhile sometimes aborted (gloo, at exit)
+
+
+@torch.no_grad()
+def evaluate(model, data: np.ndarray, windows: np.ndarray, cfg: TrainConfig, vocab_size: int,
+             device: torch.device, autocast) -> float:
+    """Mean loss over the fixed val windows; rank r takes windows r, r + world, ..."""
+    model.eval()
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    # the same number of windows on every rank: FSDP's forward is a collective
+    mine = windows[:len(windows) - len(windows) % world][rank()::world]
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, window count
+    for i in range(0, len(mine), cfg.batch_size):
+        x, y = get_batch(data, mine[i:i + cfg.batch_size], cfg.block_size, vocab_size, device)
+        with autocast:
+            loss = model(x, y)
+        total += torch.stack([loss.double() * len(x), torch.tensor(len(x), dtype=torch.float64, device=device)])
+    if dist.is_initialized():
+        dist.all_reduce(total)
+    model.train()
+    return (total[0] / total[1]).item()
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def nonfinite_error(cfg: TrainConfig, step: int, what: str) -> "NonFiniteLoss":
+    """The error for weights after `step` that are not finite or give a non-finite loss, naming
+    the checkpoint to go back to. A checkpoint of step k holds the weights that step k + 1 starts
+    from: it is usable when that step's loss was finite, which holds for every k < step (the run
+    got past k + 1) and not for k = step."""
+    if rank() != 0:  # (rank 0 alone prints the error)
+        return NonFiniteLoss(what)
+    latest = os.path.join(cfg.out_dir, "ckpt.pt")
+    found = newest_checkpoint(cfg.out_dir, before=step)
+    if found is None:
+        advice = ("No usable checkpoint is left: start again (--overwrite=true) with a lower --learning_rate, "
+                  "or check the data")
+    else:
+        path, k = found
+        copy = "" if path == latest else f"{copy_command(path, latest)}, then "
+        advice = (f"The newest usable checkpoint is {path} (step {k}): {copy}resume with --init_from=resume "
+                  f"and a lower --learning_rate, or check the data")
+    return NonFiniteLoss(f"{what}. {advice}")
+
+
+def build(cfg: TrainConfig, ckpt: Optional[dict], device: torch.device) -> Phi:
+    """The model in float32 (the master weights; autocast runs the matmuls in dtype)."""
+    if ckpt is not None:
+        model = from_state_dict(PhiConfig(**ckpt["model_args"]), dict(ckpt["model"]), torch.float32)
+    elif cfg.init_from == "scratch":
+        torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
+        model = Phi(PhiConfig(**{**PRESETS[cfg.model], "block_size": cfg.block_size}))
+    else:
+        model = load_model(cfg.init_from, dtype=torch.float32)
+    if cfg.block_size > model.config.block_size:
+        raise ConfigError(f"--block_size={cfg.block_size} is longer than the model's context "
+                          f"({model.config.block_size})")
+    if cfg.dropout is not None:
+        set_dropout(model, cfg.dropout)
+    return model.to(device)
+
+
+def parallelize(raw: Phi, cfg: TrainConfig, device: torch.device, world_size: int):
+    """(the model to train, the model to evaluate): raw with activation checkpointing, FSDP2 sharding
+    or DDP, and torch.compile, as the settings ask. Evaluation runs outside DDP: no backward to sync."""
+    if cfg.activation_checkpointing:
+        checkpoint_blocks(raw)
+    if cfg.fsdp:
+        from torch.distributed.fsdp import fully_shard
+        for block in raw.model.layers:
+            fully_shard(block)
+        fully_shard(raw)
+        warnings.filterwarnings("ignore", message=".*returned a view tensor.*")  # we never modify outputs in place
+    model = torch.compile(raw) if (cfg.compile if cfg.compile is not None else device.type == "cuda") else raw
+    if world_size > 1 and not cfg.fsdp:
+        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None), model
+    return model, model
+
+
+def restore(ckpt: Optional[dict], raw: Phi, optimizer, scaler, cfg: TrainConfig, world_size: int,
+            device: torch.device) -> tuple[int, int]:
+    """The optimizer, scaler and RNG state of a checkpoint; returns (step, samples_seen). Dropout
+    draws differ between ranks: on resume each rank continues its own random stream."""
+    step, samples_seen = 0, 0
+    if ckpt is not None:
+        set_optimizer_state_dict(raw, optimizer, ckpt["optimizer"], options=StateDictOptions(full_state_dict=True))
+        if ckpt.get("scaler") and scaler.is_enabled():
+            scaler.load_state_dict(ckpt["scaler"])
+        step, samples_seen = ckpt["step"], ckpt["samples_seen"]
+    if ckpt is not None and len(ckpt.get("rng", [])) == world_size:
+        saved = ckpt["rng"][rank()]
+        torch.set_rng_state(saved["cpu"])
+        if device.type == "cuda" and "cuda" in saved:
+            torch.cuda.set_rng_state(saved["cuda"], device)
+    else:
+        torch.manual_seed(cfg.seed + 1000 * rank() + step)
+    return step, samples_seen
+
+
+def prepare_out_dir(cfg: TrainConfig, fresh: bool) -> None:
+    """Rank 0: with --overwrite, delete the run that was there (checkpoints, log, export); tidy what
+    a crash in the middle of a save left."""
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    if rank() != 0:
+        return
+    if fresh and cfg.overwrite:
+        for name in os.listdir(cfg.out_dir):
+            if re.fullmatch(r"ckpt(-\d{7})?\.pt|log\.jsonl", name):
+                os.unlink(os.path.join(cfg.out_dir, name))
+        shutil.rmtree(os.path.join(cfg.out_dir, "hf"), ignore_errors=True)
+    tidy_checkpoints(cfg.out_dir)
+
+
+def set_dropout(model: Phi, p: float) -> None:
+    """Set the three dropouts (embedding, residual, attention) of a built model."""
+    model.config.embd_pdrop = model.config.resid_pdrop = model.config.attn_pdrop = p
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+        if hasattr(module, "attn_pdrop"):
+            module.attn_pdrop = p
+
+
+def checkpoint_blocks(model: Phi) -> None:
+    """Activation checkpointing: each block keeps only its input for the backward and recomputes
+    the rest. The blocks are wrapped in place, so parameter names do not change."""
+    from torch.utils.checkpoint import checkpoint
+    for block in model.model.layers:
+        block.forward = (lambda *args, _f=block.forward, **kw:
+                         checkpoint(_f, *args, use_reentrant=False, **kw))
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of optimizer step `step` (0-based): linear warmup, then the schedule."""
+    if step < cfg.warmup_iters:
+        return cfg.learning_rate * (step + 1) / cfg.warmup_iters
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    decay_iters = cfg.lr_decay_iters if cfg.lr_decay_iters is not None else cfg.max_iters
+    progress = min(1.0, (step - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters))
+    if cfg.lr_schedule == "cosine":
+        return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
+    return cfg.learning_rate - progress * (cfg.learning_rate - cfg.min_lr)
+
+
+def peak_memory(device: torch.device) -> float:
+    """GB: the CUDA allocator's peak, or on the CPU the process's peak resident memory."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
+# -----------------------------------------------------------------------------
+# Data: windows of block_size + 1 tokens of a flat uint16 memmap
+
+def open_tokens(path: str, block_size: int) -> np.memmap:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found; prepare the data first (python data/prepare_textbooks.py) "
+                                f"or point --data_dir at a directory with train.bin and val.bin")
+    size = os.path.getsize(path)
+    if size % 2:
+        raise ValueError(f"{path} has an odd number of bytes: it is not a uint16 token file")
+    # checked before mapping: numpy cannot map an empty file, and its error does not name it
+    if size // 2 < block_size + 1:
+        raise ValueError(f"{path} holds {size // 2} tokens, fewer than one window of block_size + 1 = "
+                         f"{block_size + 1}; use more data or a smaller --block_size")
+    return np.memmap(path, dtype=np.uint16, mode="r")
+
+
+def n_windows(data: np.ndarray, block_size: int) -> int:
+    # window w: tokens [w * block_size, (w + 1) * block_size + 1), inputs and their next tokens
+    return (len(data) - 1) // block_size
+
+
+@lru_cache(maxsize=2)
+def epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
+    """The order in which epoch `epoch` visits the windows: a permutation fixed by (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(count)
+
+
+def first_sample(samples_seen: int, micro: int, rank: int, world_size: int, batch_size: int) -> int:
+    """The global index of the first sequence of a micro-batch. A step's global_batch_size sequences
+    are dealt out in order: micro-step 0 of rank 0, of rank 1, ..., then micro-step 1, and so on."""
+    return samples_seen + (micro * world_size + rank) * batch_size
+
+
+def train_windows(count: int, seed: int, first: int, n: int) -> np.ndarray:
+    """The windows of global samples first .. first + n - 1 (sample i: epoch i // count)."""
+    i = np.arange(first, first + n)
+    out = np.empty(n, dtype=np.int64)
+    for epoch in np.unique(i // count):
+        sel = i // count == epoch
+        out[sel] = epoch_order(count, seed, int(epoch))[i[sel] % count]
+    return out
+
+
+def get_batch(data: np.ndarray, windows: np.ndarray, block_size: int, vocab_size: int,
+              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets (B, block_size) of the given windows."""
+    idx = windows[:, None] * block_size + np.arange(block_size + 1)
+    tokens = torch.from_numpy(data[idx].astype(np.int64))
+    if int(tokens.max()) >= vocab_size:
+        raise ValueError(f"token id {int(tokens.max())} in the data is outside the model's vocabulary "
+                         f"({vocab_size}); was the data tokenized for another model?")
+    if device.type == "cuda":
+        tokens = tokens.pin_memory().to(device, non_blocking=True)
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def val_windows(data: np.ndarray, block_size: int, count: int) -> np.ndarray:
+    """The fixed val set: count windows evenly spaced over the file (all of them if it has fewer)."""
+    total = n_windows(data, block_size)
+    return np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(np.int64))
+
+
+def unigram_entropy(data: np.ndarray, max_tokens: int = 100_000_000) -> float:
+    """Entropy in nats of the token frequencies (of the first max_tokens tokens): the loss of the
+    best model that ignores context, the bar a trained model's loss must go well below."""
+    counts = np.bincount(data[:max_tokens], minlength=1).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+# -----------------------------------------------------------------------------
+# Checkpoints: model (official names), optimizer, scaler, step, data position, RNG, config
+
+FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def save_checkpoint(cfg: TrainConfig, raw: Phi, optimizer, scaler, step: int, samples_seen: int,
+                    device: torch.device) -> Optional[dict]:
+    """Every rank takes part (FSDP gathers the shards, the RNG states are collected); rank 0 writes
+    out_dir/ckpt.pt and keeps the one it replaces (checkpoint.write_checkpoint). Weights that are
+    not finite are never saved. Returns the gathered model state on rank 0 (for the export), else None."""
+    # every rank decides alike, as the save is collective
+    finite = torch.stack([torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all()
+                          for p in raw.parameters()]).all().float()
+    if dist.is_initialized():
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if not finite.item():
+        raise nonfinite_error(cfg, step, f"the weights after step {step} are not finite; not saved")
+    model_state = get_model_state_dict(raw, options=FULL)
+    optim_state = get_optimizer_state_dict(raw, optimizer, options=FULL)
+    rngs = [rng_state(device)]
+    if dist.is_initialized():
+        rngs = [None] * dist.get_world_size()
+        dist.all_gather_object(rngs, rng_state(device))
+    if rank() != 0:
+        dist.barrier()
+        return None
+    ckpt = {"model": model_state, "model_args": asdict(raw.config), "optimizer": optim_state,
+            "scaler": scaler.state_dict() if scaler.is_enabled() else None, "step": step,
+            "samples_seen": samples_seen, "rng": rngs, "config": asdict(cfg)}
+    write_checkpoint(cfg.out_dir, ckpt, cfg.keep_last)
+    if dist.is_initialized():
+        dist.barrier()
+    return model_state
+
+
+def rng_state(device: torch.device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+# -----------------------------------------------------------------------------
+# Processes and logs
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def setup_distributed(device_type_hint: str) -> tuple[int, int]:
+    """Join the process group when launched by torchrun: NCCL on GPUs, gloo on the CPU.
+    Returns (world_size, local_rank)."""
+    if not dist.is_torchelastic_launched():
+        return 1, 0
+    local_rank, rank_, world = (int(os.environ[k]) for k in ("LOCAL_RANK", "RANK", "WORLD_SIZE"))
+    backend = "nccl" if device_type_hint == "cuda" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    # torchrun keeps one TCPStore for all restarts, and the process group's keys (each rank's
+    # address) do not name the attempt: after --max-restarts brings a rank back, the others would
+    # read the dead rank's address. So the keys of each attempt get their own prefix.
+    shared = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=not shared and rank_ == 0, multi_tenant=not shared)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(backend, store=dist.PrefixStore(f"nanophi/attempt_{attempt}", store),
+                            rank=rank_, world_size=world)
+    return world, local_rank
+
+
+class StopFlag:
+    """SIGTERM (a scheduler's preemption, or torchrun shutting down) asks for a checkpoint and a
+    clean exit at the end of the current step, never in the middle of one."""
+
+    def __init__(self):
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+
+class Log:
+    """Rank 0 only: a tqdm bar, a printed line every log_interval steps, every record in
+    out_dir/log.jsonl, and wandb when asked for."""
+
+    def __init__(self, cfg: TrainConfig, step: int, enabled: bool):
+        self.enabled, self.cfg, self.wandb = enabled, cfg, None
+        if not enabled:
+            return
+        from tqdm import tqdm
+        self.bar = tqdm(total=cfg.max_iters, initial=step, desc="train", dynamic_ncols=True, disable=None)
+        self.file = open(os.path.join(cfg.out_dir, "log.jsonl"), "a")
+        if cfg.wandb_log:
+            try:
+                import wandb
+            except ImportError:
+                raise ConfigError("--wandb_log=true needs wandb: pip install wandb") from None
+            self.wandb = wandb
+            wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name or None, config=asdict(cfg))
+
+    def write(self, text: str) -> None:
+        if self.enabled:
+            self.bar.write(text, file=sys.stdout)
+
+    def record(self, rec: dict, advance: bool = False) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(rec) + "\n")
+        self.file.flush()
+        if self.wandb is not None and "step" in rec:
+            self.wandb.log({k: v for k, v in rec.items() if isinstance(v, (int, float))}, step=rec["step"])
+        if advance:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.bar.close()
+            self.file.close()
+
+
+# -----------------------------------------------------------------------------
+# Settings from the command line
 
 class ConfigError(ValueError):
     pass
@@ -236,599 +698,6 @@ def check_config(cfg: TrainConfig, world_size: int) -> int:
                           f"{cfg.batch_size} x {world_size} processes = {per_pass}; change "
                           f"--batch_size or --global_batch_size")
     return cfg.global_batch_size // per_pass
-
-
-# -----------------------------------------------------------------------------
-# Data: windows of block_size + 1 tokens of a flat uint16 memmap
-
-def open_tokens(path: str, block_size: int) -> np.memmap:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found; prepare the data first (python data/prepare_textbooks.py) "
-                                f"or point --data_dir at a directory with train.bin and val.bin")
-    size = os.path.getsize(path)
-    if size % 2:
-        raise ValueError(f"{path} has an odd number of bytes: it is not a uint16 token file")
-    # checked before mapping: numpy cannot map an empty file, and its error does not name it
-    if size // 2 < block_size + 1:
-        raise ValueError(f"{path} holds {size // 2} tokens, fewer than one window of block_size + 1 = "
-                         f"{block_size + 1}; use more data or a smaller --block_size")
-    return np.memmap(path, dtype=np.uint16, mode="r")
-
-
-def n_windows(data: np.ndarray, block_size: int) -> int:
-    # window w: tokens [w * block_size, (w + 1) * block_size + 1), inputs and their next tokens
-    return (len(data) - 1) // block_size
-
-
-@lru_cache(maxsize=2)
-def epoch_order(count: int, seed: int, epoch: int) -> np.ndarray:
-    """The order in which epoch `epoch` visits the windows: a permutation fixed by (seed, epoch)."""
-    return np.random.default_rng([seed, epoch]).permutation(count)
-
-
-def first_sample(samples_seen: int, micro: int, rank: int, world_size: int, batch_size: int) -> int:
-    """The global index of the first sequence of a micro-batch. A step's global_batch_size sequences
-    are dealt out in order: micro-step 0 of rank 0, of rank 1, ..., then micro-step 1, and so on."""
-    return samples_seen + (micro * world_size + rank) * batch_size
-
-
-def train_windows(count: int, seed: int, first: int, n: int) -> np.ndarray:
-    """The windows of global samples first .. first + n - 1 (sample i: epoch i // count)."""
-    i = np.arange(first, first + n)
-    out = np.empty(n, dtype=np.int64)
-    for epoch in np.unique(i // count):
-        sel = i // count == epoch
-        out[sel] = epoch_order(count, seed, int(epoch))[i[sel] % count]
-    return out
-
-
-def get_batch(data: np.ndarray, windows: np.ndarray, block_size: int, vocab_size: int,
-              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and targets (B, block_size) of the given windows."""
-    idx = windows[:, None] * block_size + np.arange(block_size + 1)
-    tokens = torch.from_numpy(data[idx].astype(np.int64))
-    if int(tokens.max()) >= vocab_size:
-        raise ValueError(f"token id {int(tokens.max())} in the data is outside the model's vocabulary "
-                         f"({vocab_size}); was the data tokenized for another model?")
-    if device.type == "cuda":
-        tokens = tokens.pin_memory().to(device, non_blocking=True)
-    return tokens[:, :-1], tokens[:, 1:]
-
-
-def val_windows(data: np.ndarray, block_size: int, count: int) -> np.ndarray:
-    """The fixed val set: count windows evenly spaced over the file (all of them if it has fewer)."""
-    total = n_windows(data, block_size)
-    return np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(np.int64))
-
-
-def unigram_entropy(data: np.ndarray, max_tokens: int = 100_000_000) -> float:
-    """Entropy in nats of the token frequencies (of the first max_tokens tokens): the loss of the
-    best model that ignores context, the bar a trained model's loss must go well below."""
-    counts = np.bincount(data[:max_tokens], minlength=1).astype(np.float64)
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())
-
-
-# -----------------------------------------------------------------------------
-# Schedule, FLOPs, precision
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate of optimizer step `step` (0-based): linear warmup, then the schedule."""
-    if step < cfg.warmup_iters:
-        return cfg.learning_rate * (step + 1) / cfg.warmup_iters
-    if cfg.lr_schedule == "constant":
-        return cfg.learning_rate
-    decay_iters = cfg.lr_decay_iters if cfg.lr_decay_iters is not None else cfg.max_iters
-    progress = min(1.0, (step - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters))
-    if cfg.lr_schedule == "cosine":
-        return cfg.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.learning_rate - cfg.min_lr)
-    return cfg.learning_rate - progress * (cfg.learning_rate - cfg.min_lr)
-
-
-def flops_per_token(config: PhiConfig, seq_len: int) -> float:
-    """Training FLOPs per token (forward + backward = 3x forward), as in the PaLM paper's appendix:
-    6 per weight that multiplies (the embedding lookup does not) plus 12 * layers * width * seq_len
-    for attention's q.k and p.v."""
-    matmul_weights = (config.n_layer * (4 * config.n_embd ** 2 + 2 * config.n_embd * config.n_inner)
-                      + config.n_embd * config.vocab_size)
-    return 6 * matmul_weights + 12 * config.n_layer * config.n_embd * seq_len
-
-
-# dense bf16 tensor-core peaks from the vendors' datasheets, FLOP/s per GPU
-GPU_BF16_PEAK = {"H200": 989e12, "H100 SXM": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12,
-                 "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "L4": 121e12}
-
-
-def device_peak(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
-    """The FLOP/s that MFU is measured against: the GPU's datasheet bf16 peak, or on the CPU (and
-    on unknown GPUs) a measured large matmul in the training dtype (bench.matmul_peak)."""
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, peak in GPU_BF16_PEAK.items():
-            if key in name:
-                return peak, f"{name} bf16 datasheet peak"
-    from bench import matmul_peak
-    # (CPUs have no fast float16 matmul: a smaller one keeps the measurement to seconds)
-    n = 512 if device.type == "cpu" and dtype == torch.float16 else 2048
-    return matmul_peak(device, dtype, n), f"measured {str(dtype).removeprefix('torch.')} matmul peak"
-
-
-def set_dropout(model: Phi, p: float) -> None:
-    """Set the three dropouts (embedding, residual, attention) of a built model."""
-    model.config.embd_pdrop = model.config.resid_pdrop = model.config.attn_pdrop = p
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = p
-        if hasattr(module, "attn_pdrop"):
-            module.attn_pdrop = p
-
-
-def checkpoint_blocks(model: Phi) -> None:
-    """Activation checkpointing: each block keeps only its input for the backward and recomputes
-    the rest. The blocks are wrapped in place, so parameter names do not change."""
-    from torch.utils.checkpoint import checkpoint
-    for block in model.model.layers:
-        block.forward = (lambda *args, _f=block.forward, **kw:
-                         checkpoint(_f, *args, use_reentrant=False, **kw))
-
-
-# -----------------------------------------------------------------------------
-# Checkpoints: model (official names), optimizer, scaler, step, data position, RNG, config
-
-FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
-
-
-def rng_state(device: torch.device) -> dict:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def save_checkpoint(cfg: TrainConfig, raw: Phi, optimizer, scaler, step: int, samples_seen: int,
-                    device: torch.device, extra: Optional[dict] = None) -> Optional[dict]:
-    """Every rank takes part (FSDP gathers the shards, the RNG states are collected); rank 0 writes
-    out_dir/ckpt.pt atomically. The checkpoint it replaces stays, under its own step's name
-    ckpt-STEP.pt: a hard link made just before the rename, so that ckpt.pt is never missing and,
-    once renamed, no file has two names (a copy or truncation of one never changes another). Then
-    the numbered checkpoints older than the newest keep_last are deleted. Weights that are not
-    finite are never saved. Returns the gathered model state on rank 0 (for the export), else None."""
-    # every rank decides alike, as the save is collective
-    finite = torch.stack([torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all()
-                          for p in raw.parameters()]).all().float()
-    if dist.is_initialized():
-        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-    if not finite.item():
-        raise nonfinite_error(cfg, step, f"the weights after step {step} are not finite; not saved")
-    model_state = get_model_state_dict(raw, options=FULL)
-    optim_state = get_optimizer_state_dict(raw, optimizer, options=FULL)
-    rngs = [rng_state(device)]
-    if dist.is_initialized():
-        rngs = [None] * dist.get_world_size()
-        dist.all_gather_object(rngs, rng_state(device))
-    if rank() != 0:
-        dist.barrier()
-        return None
-    ckpt = {"model": model_state, "model_args": asdict(raw.config), "optimizer": optim_state,
-            "scaler": scaler.state_dict() if scaler.is_enabled() else None, "step": step,
-            "samples_seen": samples_seen, "rng": rngs, "config": asdict(cfg), **(extra or {})}
-    latest = os.path.join(cfg.out_dir, "ckpt.pt")
-    previous = checkpoint_step(latest)
-
-    def keep_previous():
-        if previous is None or previous == step:  # (an unreadable ckpt.pt, or a run resumed at its end)
-            return
-        kept = os.path.join(cfg.out_dir, f"ckpt-{previous:07d}.pt")
-        link = os.path.join(cfg.out_dir, f".ckpt-{previous:07d}.pt.link.tmp")
-        if os.path.lexists(link):
-            os.unlink(link)
-        try:
-            os.link(latest, link)
-        except OSError:  # a file system without hard links: ckpt.pt is missing until the rename
-            os.replace(latest, kept)
-        else:
-            os.replace(link, kept)
-
-    free = shutil.disk_usage(cfg.out_dir).free
-    try:
-        atomic_write(latest, lambda tmp: torch.save(ckpt, tmp), before_replace=keep_previous)
-    except (OSError, RuntimeError) as e:
-        # torch.save reports a full disk as a RuntimeError of its zip writer, without an errno. (Now
-        # the free space can be less than before: the exception holds the unlinked temporary file open.)
-        need = tensor_bytes(ckpt)
-        if (getattr(e, "errno", None) not in (errno.ENOSPC, errno.EDQUOT)
-                and min(free, shutil.disk_usage(cfg.out_dir).free) >= need):
-            raise
-        intact = f"{latest} (step {previous}) is intact" if previous is not None else "no checkpoint was saved"
-        raise OSError(f"the disk is full: the step-{step} checkpoint (about {need / 1e6:.1f} MB) does not fit in "
-                      f"{os.path.abspath(cfg.out_dir)}, which has {free / 1e6:.1f} MB free; {intact}. Free "
-                      f"some space there (or lower --keep_last) and continue with --init_from=resume") from None
-    for old in numbered_checkpoints(cfg.out_dir)[:-cfg.keep_last]:
-        os.unlink(os.path.join(cfg.out_dir, old))
-    if dist.is_initialized():
-        dist.barrier()
-    return model_state
-
-
-def tensor_bytes(obj) -> int:
-    """The bytes of the tensors in nested dicts and lists: about the size of their torch.save file."""
-    if isinstance(obj, torch.Tensor):
-        return obj.nbytes
-    if isinstance(obj, dict):
-        return sum(tensor_bytes(v) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return sum(tensor_bytes(v) for v in obj)
-    return 0
-
-
-def numbered_checkpoints(out_dir: str) -> list[str]:
-    """The names of the numbered checkpoints ckpt-STEP.pt in out_dir, oldest first."""
-    return sorted(f for f in os.listdir(out_dir) if re.fullmatch(r"ckpt-\d{7}\.pt", f))
-
-
-def checkpoint_step(path: str) -> Optional[int]:
-    """The step of the checkpoint at path, or None if it is missing or does not load. Cheap: with
-    mmap, torch.load reads the index and the pickle, not the tensors."""
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["step"])
-    except Exception:
-        return None
-
-
-def newest_checkpoint(out_dir: str, before: Optional[int] = None) -> Optional[tuple[str, int]]:
-    """(path, step) of the newest checkpoint in out_dir that loads (of a step below `before` if
-    given), or None: ckpt.pt, then the numbered ones from the newest."""
-    for name in ["ckpt.pt", *reversed(numbered_checkpoints(out_dir))]:
-        path = os.path.join(out_dir, name)
-        step = checkpoint_step(path)
-        if step is not None and (before is None or step < before):
-            return path, step
-    return None
-
-
-def copy_command(path: str, latest: str) -> str:
-    return f"cp {shlex.quote(path)} {shlex.quote(latest)}"
-
-
-def nonfinite_error(cfg: TrainConfig, step: int, what: str) -> "NonFiniteLoss":
-    """The error for weights after `step` that are not finite or give a non-finite loss, naming
-    the checkpoint to go back to. A checkpoint of step k holds the weights that step k + 1 starts
-    from: it is usable when that step's loss was finite, which holds for every k < step (the run
-    got past k + 1) and not for k = step."""
-    if rank() != 0:  # (rank 0 alone prints the error)
-        return NonFiniteLoss(what)
-    latest = os.path.join(cfg.out_dir, "ckpt.pt")
-    found = newest_checkpoint(cfg.out_dir, before=step)
-    if found is None:
-        advice = ("No usable checkpoint is left: start again (--overwrite=true) with a lower --learning_rate, "
-                  "or check the data")
-    else:
-        path, k = found
-        copy = "" if path == latest else f"{copy_command(path, latest)}, then "
-        advice = (f"The newest usable checkpoint is {path} (step {k}): {copy}resume with --init_from=resume "
-                  f"and a lower --learning_rate, or check the data")
-    return NonFiniteLoss(f"{what}. {advice}")
-
-
-def read_checkpoint(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {path} to resume; train from scratch first, or "
-                                f"point --out_dir at the run to continue")
-    try:
-        # mmap: the processes of a node share one copy of the file in the page cache
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # truncated, not a torch file, or pickled objects
-        out_dir = os.path.dirname(path) or "."
-        found = newest_checkpoint(out_dir)
-        advice = (f"the newest checkpoint that loads is {found[0]} (step {found[1]}): "
-                  f"{copy_command(found[0], path)}, then resume again" if found is not None else
-                  f"no checkpoint in {out_dir} loads: start again with --overwrite=true")
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}); {advice}") from None
-    missing = {"model", "model_args", "optimizer", "step", "samples_seen", "config"} - set(ckpt)
-    if missing:
-        raise ValueError(f"{path} lacks {sorted(missing)}: it is not a train.py checkpoint")
-    return ckpt
-
-
-# -----------------------------------------------------------------------------
-# Processes
-
-def rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def setup_distributed(device_type_hint: str) -> tuple[int, int]:
-    """Join the process group when launched by torchrun: NCCL on GPUs, gloo on the CPU.
-    Returns (world_size, local_rank)."""
-    if not dist.is_torchelastic_launched():
-        return 1, 0
-    local_rank, rank_, world = (int(os.environ[k]) for k in ("LOCAL_RANK", "RANK", "WORLD_SIZE"))
-    backend = "nccl" if device_type_hint == "cuda" else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(local_rank)
-    # torchrun keeps one TCPStore for all restarts, and the process group's keys (each rank's
-    # address) do not name the attempt: after --max-restarts brings a rank back, the others would
-    # read the dead rank's address. So the keys of each attempt get their own prefix.
-    shared = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
-                          is_master=not shared and rank_ == 0, multi_tenant=not shared)
-    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    dist.init_process_group(backend, store=dist.PrefixStore(f"nanophi/attempt_{attempt}", store),
-                            rank=rank_, world_size=world)
-    return world, local_rank
-
-
-class StopFlag:
-    """SIGTERM (a scheduler's preemption, or torchrun shutting down) asks for a checkpoint and a
-    clean exit at the end of the current step, never in the middle of one."""
-
-    def __init__(self):
-        self.requested = False
-        signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-
-class Log:
-    """Rank 0 only: a tqdm bar, a printed line every log_interval steps, every record in
-    out_dir/log.jsonl, and wandb when asked for."""
-
-    def __init__(self, cfg: TrainConfig, step: int, enabled: bool):
-        self.enabled, self.cfg, self.wandb = enabled, cfg, None
-        if not enabled:
-            return
-        from tqdm import tqdm
-        self.bar = tqdm(total=cfg.max_iters, initial=step, desc="train", dynamic_ncols=True, disable=None)
-        self.file = open(os.path.join(cfg.out_dir, "log.jsonl"), "a")
-        if cfg.wandb_log:
-            try:
-                import wandb
-            except ImportError:
-                raise ConfigError("--wandb_log=true needs wandb: pip install wandb") from None
-            self.wandb = wandb
-            wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name or None, config=asdict(cfg))
-
-    def write(self, text: str) -> None:
-        if self.enabled:
-            self.bar.write(text, file=sys.stdout)
-
-    def record(self, rec: dict, advance: bool = False) -> None:
-        if not self.enabled:
-            return
-        self.file.write(json.dumps(rec) + "\n")
-        self.file.flush()
-        if self.wandb is not None and "step" in rec:
-            self.wandb.log({k: v for k, v in rec.items() if isinstance(v, (int, float))}, step=rec["step"])
-        if advance:
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.bar.close()
-            self.file.close()
-
-
-# -----------------------------------------------------------------------------
-# Training
-
-class NonFiniteLoss(RuntimeError):
-    pass
-
-
-def build(cfg: TrainConfig, ckpt: Optional[dict], device: torch.device) -> Phi:
-    """The model in float32 (the master weights; autocast runs the matmuls in dtype)."""
-    if ckpt is not None:
-        model = Phi.from_state_dict(PhiConfig(**ckpt["model_args"]), dict(ckpt["model"]), torch.float32)
-    elif cfg.init_from == "scratch":
-        torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
-        model = Phi(PhiConfig(**{**PRESETS[cfg.model], "block_size": cfg.block_size}))
-    else:
-        model = load_model(cfg.init_from, dtype=torch.float32)
-    if cfg.block_size > model.config.block_size:
-        raise ConfigError(f"--block_size={cfg.block_size} is longer than the model's context "
-                          f"({model.config.block_size})")
-    if cfg.dropout is not None:
-        set_dropout(model, cfg.dropout)
-    return model.to(device)
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on the matrices (Linear and Embedding weights), not on biases or
-    LayerNorm parameters. The fused implementation (one kernel over all parameters) on CUDA and on
-    the CPU, where it is ~6x faster than the default per-parameter loop (measured: 32 against 196 ms
-    a step for phi-mini's 71M parameters on 2 cores)."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
-                             fused=device.type in ("cuda", "cpu"))
-
-
-@torch.no_grad()
-def evaluate(model, data: np.ndarray, windows: np.ndarray, cfg: TrainConfig, vocab_size: int,
-             device: torch.device, autocast) -> float:
-    """Mean loss over the fixed val windows; rank r takes windows r, r + world, ..."""
-    model.eval()
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    # the same number of windows on every rank: FSDP's forward is a collective
-    mine = windows[:len(windows) - len(windows) % world][rank()::world]
-    total = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, window count
-    for i in range(0, len(mine), cfg.batch_size):
-        x, y = get_batch(data, mine[i:i + cfg.batch_size], cfg.block_size, vocab_size, device)
-        with autocast:
-            _, loss = model(x, y, return_logits=False)
-        total += torch.stack([loss.double() * len(x), torch.tensor(len(x), dtype=torch.float64, device=device)])
-    if dist.is_initialized():
-        dist.all_reduce(total)
-    model.train()
-    return (total[0] / total[1]).item()
-
-
-def train(cfg: TrainConfig, ckpt: Optional[dict], world_size: int, local_rank: int) -> None:
-    grad_accum = check_config(cfg, world_size)
-    device, dtype = resolve_device_dtype(cfg.device, cfg.dtype, local_rank)
-    master = rank() == 0
-    os.makedirs(cfg.out_dir, exist_ok=True)
-    if master and ckpt is None and cfg.overwrite:  # the run that was there: checkpoints, log, export
-        for name in os.listdir(cfg.out_dir):
-            if re.fullmatch(r"ckpt(-\d{7})?\.pt|log\.jsonl", name):
-                os.unlink(os.path.join(cfg.out_dir, name))
-        shutil.rmtree(os.path.join(cfg.out_dir, "hf"), ignore_errors=True)
-    if master:  # what a crash in the middle of a save leaves: temporary files, and the old ckpt.pt
-        # with its numbered name too (a crash between the link and the rename; or an out_dir from
-        # before, where ckpt.pt was a link to the newest numbered checkpoint)
-        latest = os.path.join(cfg.out_dir, "ckpt.pt")
-        for name in os.listdir(cfg.out_dir):
-            path = os.path.join(cfg.out_dir, name)
-            if name.startswith((".ckpt", "ckpt.pt.link")) and name.endswith(".tmp"):
-                os.unlink(path)
-            elif (re.fullmatch(r"ckpt-\d{7}\.pt", name) and os.path.isfile(latest)
-                  and os.path.samefile(path, latest)):
-                os.unlink(path)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
-    train_data = open_tokens(os.path.join(cfg.data_dir, "train.bin"), cfg.block_size)
-    val_data = open_tokens(os.path.join(cfg.data_dir, "val.bin"), cfg.block_size)
-
-    raw = build(cfg, ckpt, device)
-    vocab_size = raw.config.vocab_size
-    if cfg.activation_checkpointing:
-        checkpoint_blocks(raw)
-    if cfg.fsdp:
-        from torch.distributed.fsdp import fully_shard
-        for block in raw.model.layers:
-            fully_shard(block)
-        fully_shard(raw)
-        warnings.filterwarnings("ignore", message=".*returned a view tensor.*")  # we never modify outputs in place
-    optimizer = make_optimizer(raw, cfg, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    step, samples_seen = 0, 0
-    if ckpt is not None:
-        set_optimizer_state_dict(raw, optimizer, ckpt["optimizer"], options=StateDictOptions(full_state_dict=True))
-        if ckpt.get("scaler") and scaler.is_enabled():
-            scaler.load_state_dict(ckpt["scaler"])
-        step, samples_seen = ckpt["step"], ckpt["samples_seen"]
-    if master:  # before the RNG is set below: measuring the CPU peak draws random numbers
-        peak, peak_name = device_peak(device, dtype)
-    # dropout draws differ between ranks; on resume each rank continues its own random stream
-    if ckpt is not None and len(ckpt.get("rng", [])) == world_size:
-        saved = ckpt["rng"][rank()]
-        torch.set_rng_state(saved["cpu"])
-        if device.type == "cuda" and "cuda" in saved:
-            torch.cuda.set_rng_state(saved["cuda"], device)
-    else:
-        torch.manual_seed(cfg.seed + 1000 * rank() + step)
-    model = raw
-    if cfg.compile if cfg.compile is not None else device.type == "cuda":
-        model = torch.compile(raw)
-    eval_model = model  # evaluation runs outside DDP: it has no backward to synchronize
-    if world_size > 1 and not cfg.fsdp:
-        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext())
-
-    n_train = n_windows(train_data, cfg.block_size)
-    val_set = val_windows(val_data, cfg.block_size, cfg.eval_sequences)
-    if len(val_set) < world_size:
-        raise ConfigError(f"the val set has {len(val_set)} windows, fewer than the {world_size} processes; "
-                          f"raise --eval_sequences or add data to val.bin")
-    tokens_per_step = cfg.global_batch_size * cfg.block_size
-    log = Log(cfg, step, master)
-    if master:
-        print(json.dumps(asdict(cfg), indent=1), flush=True)
-        log.write(f"model {raw.num_params() / 1e6:.1f}M parameters; {world_size} process(es) on {device.type}, "
-                  f"{str(dtype).removeprefix('torch.')}; grad_accum {grad_accum}; {tokens_per_step:,} tokens "
-                  f"per step; train.bin {len(train_data):,} tokens ({n_train:,} windows), val set "
-                  f"{len(val_set)} windows")
-        log.write(f"unigram entropy of train.bin: {unigram_entropy(train_data):.3f} nats per token "
-                  f"(the loss of a model that ignores context)")
-        log.write(f"MFU against {peak / 1e12:.3f} TFLOP/s per device ({peak_name})")
-        log.record({"event": "resume" if ckpt is not None else "start", "step": step,
-                    "restart": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)), "world_size": world_size})
-    flops_step = flops_per_token(raw.config, cfg.block_size) * tokens_per_step
-    stop = StopFlag()
-
-    model.train()
-    final_state, last_saved = None, -1
-    while True:
-        if step % cfg.eval_interval == 0 or step == cfg.max_iters:
-            val_loss = evaluate(eval_model, val_data, val_set, cfg, vocab_size, device, autocast)
-            log.write(f"step {step}: val loss {val_loss:.4f}")
-            log.record({"step": step, "val_loss": val_loss})
-        if step >= cfg.max_iters:
-            break
-        t0 = time.perf_counter()
-        lr = lr_at(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss_sum = torch.zeros((), device=device)
-        for micro in range(grad_accum):
-            first = first_sample(samples_seen, micro, rank(), world_size, cfg.batch_size)
-            x, y = get_batch(train_data, train_windows(n_train, cfg.seed, first, cfg.batch_size),
-                             cfg.block_size, vocab_size, device)
-            last = micro == grad_accum - 1
-            if cfg.fsdp:
-                raw.set_requires_gradient_sync(last)
-            sync = model.no_sync() if isinstance(model, DDP) and not last else nullcontext()
-            with sync, autocast:
-                # no logits needed: the loss is fused with lm_head and chunked (model.linear_cross_entropy)
-                _, loss = model(x, y, return_logits=False)
-                loss = loss / grad_accum
-            scaler.scale(loss).backward()
-            loss_sum += loss.detach().float()
-        scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip or math.inf)
-        if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
-            grad_norm = grad_norm.full_tensor()
-        # one all-reduce carries the loss and the stop request, so that all ranks decide alike
-        stats = torch.stack([loss_sum, torch.tensor(float(stop.requested), device=device)])
-        if dist.is_initialized():
-            dist.all_reduce(stats)
-        loss_value, stop_now = stats[0].item() / world_size, stats[1].item() > 0
-        grad_norm = grad_norm.item()
-        # fp16's GradScaler skips steps with inf gradients by design; otherwise they are a failure
-        if not math.isfinite(loss_value) or (not scaler.is_enabled() and not math.isfinite(grad_norm)):
-            raise nonfinite_error(cfg, step, f"loss {loss_value} and grad norm {grad_norm} at step {step + 1}; "
-                                             f"stopped without applying it")
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        dt = time.perf_counter() - t0
-        step += 1
-        samples_seen += cfg.global_batch_size
-        tps = tokens_per_step / dt
-        rec = {"step": step, "loss": loss_value, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tps,
-               "mfu": flops_step / dt / (peak * world_size) if master else None, "peak_mem_gb": peak_memory(device)}
-        log.record(rec, advance=True)
-        if master and (step % cfg.log_interval == 0 or step == 1):
-            log.write(f"step {step}: loss {loss_value:.4f} | lr {lr:.2e} | grad norm {grad_norm:.3f} | "
-                      f"{tps:,.0f} tokens/s | MFU {100 * rec['mfu']:.2f}% | peak mem {rec['peak_mem_gb']:.2f} GB")
-        if step % cfg.checkpoint_interval == 0 or step == cfg.max_iters or stop_now:
-            final_state = save_checkpoint(cfg, raw, optimizer, scaler, step, samples_seen, device)
-            last_saved = step
-            if stop_now:
-                log.write(f"SIGTERM: saved {cfg.out_dir}/ckpt.pt at step {step}; resume with --init_from=resume")
-                log.close()
-                return
-    if last_saved != step:  # (a run resumed at its end)
-        final_state = save_checkpoint(cfg, raw, optimizer, scaler, step, samples_seen, device)
-    if master:  # the final model in the official layout, for transformers and for eval
-        export = Phi.from_state_dict(raw.config, dict(final_state))
-        export.save_pretrained(os.path.join(cfg.out_dir, "hf"))
-        log.write(f"done: {cfg.out_dir}/ckpt.pt (step {step}) and {cfg.out_dir}/hf (save_pretrained)")
-    log.close()
-    if dist.is_initialized():  # the others wait for rank 0's export: a rank that tore its process
-        dist.barrier()         # group down and exited meanwhile sometimes aborted (gloo, at exit)
-
-
-def peak_memory(device: torch.device) -> float:
-    """GB: the CUDA allocator's peak, or on the CPU the process's peak resident memory."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 1e9
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
 def usage() -> str:

@@ -64,7 +64,7 @@ if ROOT not in sys.path:  # run as a script, data/ is on the path but the reposi
 
 from data import textbook_generator  # noqa: E402
 from data.openai_generator import OpenAIConfig, generate as openai_generate  # noqa: E402
-from model import atomic_write  # noqa: E402
+from common import atomic_write  # noqa: E402
 from tokenizer import EOT, EOT_ID, N_VOCAB, RANKS_SHA256, Tokenizer  # noqa: E402
 
 assert N_VOCAB <= 2 ** 16, "token ids must fit in uint16"  # so no id of 65536 or more can be written

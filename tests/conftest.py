@@ -63,10 +63,10 @@ GREEDY_GAP = 1e-4
 
 def assert_greedy_well_posed(model, seq: torch.Tensor, n_prompt: int) -> None:
     """seq (B, T): prompts of n_prompt tokens and their greedy continuations. model: a callable
-    that returns the logits (B, T, V) first, or in .logits (transformers)."""
+    that returns the logits (B, T, V), or an output with .logits (transformers)."""
     with torch.no_grad():
         out = model(seq)
-    logits = out.logits if hasattr(out, "logits") else out[0]
+    logits = out.logits if hasattr(out, "logits") else out
     top2 = logits[:, n_prompt - 1:-1].double().topk(2, dim=-1).values
     gap = (top2[..., 0] - top2[..., 1]).min().item()
     assert gap > GREEDY_GAP, f"a greedy step is a near-tie (gap {gap:.1e}): choose another prompt or seed"

@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import save_file
 
 from conftest import ROOT, make_hf_model, relative_error
-from model import Phi, PhiConfig, load_model, load_state_dict
+from checkpoint import config_from_hf, load_model, load_state_dict, parameter_shapes
+from model import Phi, PhiConfig
 
 IDX = torch.randint(0, 1000, (2, 40), generator=torch.Generator().manual_seed(0))
 
@@ -32,7 +33,7 @@ def hf_logits(hf):
 def twin_logits(hf, hf_logits):
     """Logits of nanophi holding the reference's weights, loaded in memory: what every loaded
     checkpoint must reproduce bit for bit. They equal transformers' to float32 precision."""
-    model = Phi(PhiConfig.from_hf(hf.config.to_dict()))
+    model = Phi(config_from_hf(hf.config.to_dict()))
     model.load_state_dict(hf.state_dict())
     logits = logits_of(model)
     assert relative_error(logits, hf_logits) < 1e-5
@@ -41,12 +42,12 @@ def twin_logits(hf, hf_logits):
 
 def logits_of(model):
     with torch.no_grad():
-        return model.eval()(IDX)[0]
+        return model.eval()(IDX)
 
 
 def test_save_pretrained_loads_in_transformers_with_identical_logits(hf, hf_logits, tmp_path):
     from transformers import AutoModelForCausalLM
-    model = Phi(PhiConfig.from_hf(hf.config.to_dict()))
+    model = Phi(config_from_hf(hf.config.to_dict()))
     model.load_state_dict(hf.state_dict())
     model.save_pretrained(tmp_path)
     assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
@@ -124,7 +125,7 @@ def test_hub_name_resolves_from_the_local_cache(hf, twin_logits, tmp_path, monke
 
 
 def test_nanophi_checkpoint_round_trip(hf, twin_logits, tmp_path):
-    model = Phi(PhiConfig.from_hf(hf.config.to_dict()))
+    model = Phi(config_from_hf(hf.config.to_dict()))
     model.load_state_dict(hf.state_dict())
     path = tmp_path / "ckpt.pt"
     torch.save({"model": model.state_dict(), "model_args": model.config.__dict__, "iter_num": 3}, path)
@@ -215,7 +216,7 @@ def test_missing_shard_is_a_clear_error(hf, tmp_path):
 
 
 def test_save_pretrained_is_atomic(hf, tmp_path, monkeypatch):
-    model = Phi(PhiConfig.from_hf(hf.config.to_dict()))
+    model = Phi(config_from_hf(hf.config.to_dict()))
     model.save_pretrained(tmp_path)
     before = (tmp_path / "model.safetensors").read_bytes()
 
@@ -317,7 +318,7 @@ def test_a_malformed_config_is_one_line_naming_the_file_and_field(good_dir, edit
 
 @pytest.fixture
 def good_pt(hf, tmp_path):
-    model = Phi(PhiConfig.from_hf(hf.config.to_dict()))
+    model = Phi(config_from_hf(hf.config.to_dict()))
     return tmp_path / "ckpt.pt", {"model": model.state_dict(), "model_args": asdict(model.config)}
 
 
@@ -326,8 +327,8 @@ def good_pt(hf, tmp_path):
     (lambda c: c.update(model={k: 1 for k in c["model"]}),
      "key 'model.embed_tokens.weight' holds int, not a floating-point tensor"),
     (lambda c: c.update(model_args=[1, 2]), "'model_args' must be a dict, not a list"),
-    (lambda c: c["model_args"].update(n_layer="2"), "model_args: PhiConfig.n_layer must be an integer, got '2'"),
-    (lambda c: c["model_args"].update(n_layer=True), "model_args: PhiConfig.n_layer must be an integer, got True"),
+    (lambda c: c["model_args"].update(n_layer="2"), "model_args: PhiConfig.n_layer must be a positive integer, got '2'"),
+    (lambda c: c["model_args"].update(n_layer=True), "model_args: PhiConfig.n_layer must be a positive integer, got True"),
     (lambda c: c["model_args"].update(layer_norm_eps="x"),
      "model_args: PhiConfig.layer_norm_eps must be a finite number, got 'x'"),
     (lambda c: c["model_args"].update(block_size=10**12), "model_args: PhiConfig.block_size must be at most 1048576"),
@@ -363,7 +364,6 @@ def test_a_config_too_large_for_its_weights_fails_before_anything_is_built(good_
 
 def test_the_config_arithmetic_gives_the_models_parameter_shapes():
     # check_state_dict compares checkpoints with shapes computed from the config, not with a built model
-    from model import parameter_shapes
     for name in ("phi-test", "phi-nano"):
         config = PhiConfig.from_name(name)
         with torch.device("meta"):
@@ -376,3 +376,35 @@ def test_a_device_error_is_not_called_a_corrupt_file(good_dir):
     with pytest.raises(Exception) as e:
         load_state_dict(str(good_dir), device="mps")
     assert "mps" in str(e.value) and "corrupt" not in str(e.value)
+
+
+# -----------------------------------------------------------------------------
+# config.json dialects
+
+def test_config_dialects():
+    # transformers >= 5 nests rope settings; the official files have them at the top level
+    new = dict(model_type="phi", vocab_size=51200, hidden_size=2560, intermediate_size=10240,
+               num_hidden_layers=32, num_attention_heads=32,
+               rope_parameters=dict(rope_type="default", rope_theta=10000.0, partial_rotary_factor=0.4))
+    old = dict(model_type="phi", vocab_size=51200, hidden_size=2560, intermediate_size=10240,
+               num_hidden_layers=32, num_attention_heads=32, partial_rotary_factor=0.4, rope_theta=10000.0,
+               rope_scaling=None, resid_pdrop=0.1)
+    mixformer = dict(model_type="mixformer-sequential", vocab_size=51200, n_embd=2560, n_head=32, n_layer=32,
+                     n_inner=None, rotary_dim=32, n_positions=2048, layer_norm_epsilon=1e-5, resid_pdrop=0.1)
+    configs = [config_from_hf(c) for c in (new, old, mixformer)]
+    assert configs[0].rotary_dim == configs[1].rotary_dim == configs[2].rotary_dim == 32
+    assert configs[1] == configs[2] == PhiConfig.from_name("phi-2")
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(qk_layernorm=True), "qk_layernorm"),
+    (dict(num_key_value_heads=8), "grouped-query"),
+    (dict(rope_scaling=dict(type="linear", factor=2.0)), "RoPE scaling"),
+    (dict(hidden_act="relu"), "hidden_act"),
+    (dict(model_type="llama"), "model_type"),
+])
+def test_unsupported_configs_are_clear_errors(bad, message):
+    base = dict(model_type="phi", vocab_size=100, hidden_size=64, intermediate_size=256,
+                num_hidden_layers=1, num_attention_heads=4)
+    with pytest.raises(ValueError, match=message):
+        config_from_hf({**base, **bad})

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from conftest import HF_CONFIGS, assert_greedy_well_posed, make_hf_model
 from eval import (Question, TASKS, complete, encode_pair, loglikelihoods, perplexity, read_humaneval, read_task,
                   read_tokens, score_questions, token_bytes)
+from checkpoint import config_from_hf
 from model import Phi, PhiConfig
 from tokenizer import Tokenizer
 
@@ -31,7 +32,7 @@ def tok():
 def pair():
     """transformers' model and ours with the same random weights, in float64."""
     hf = make_hf_model(HF_REAL_VOCAB, dtype=torch.float64, std=0.1)
-    model = Phi(PhiConfig.from_hf(hf.config.to_dict())).double().eval()
+    model = Phi(config_from_hf(hf.config.to_dict())).double().eval()
     model.load_state_dict(hf.state_dict())
     return hf, model
 
@@ -269,8 +270,8 @@ class Bigram(torch.nn.Module):
             r[t] = math.log(p)
         return r
 
-    def forward(self, idx, targets=None):
-        return torch.stack([torch.stack([self.row(int(t)) for t in seq]) for seq in idx]), None
+    def forward(self, idx):
+        return torch.stack([torch.stack([self.row(int(t)) for t in seq]) for seq in idx])
 
 
 def test_fixed_logits_give_the_hand_computed_scores_and_choices(tok):
@@ -280,7 +281,7 @@ def test_fixed_logits_give_the_hand_computed_scores_and_choices(tok):
     # after " yes", " indeed" with p = 0.5
     model = Bigram({colon: {cat: math.exp(-1), elephant: math.exp(-2), yes: 0.25, no: 0.1}, yes: {indeed: 0.5}})
     questions = [
-        # acc picks " cat" (-1 > -2); per byte " elephant" wins (-2/8 > -1/3)
+        # acc picks " cat" (-1 > -2); per character " elephant" wins (-2/8 > -1/3)
         Question([("Animal:", " cat"), ("Animal:", " elephant")], 1, ["cat", "elephant"]),
         # two tokens: log 0.25 + log 0.5 = log 0.125 > log 0.1
         Question([("Sure:", " yes indeed"), ("Sure:", " no")], 0, ["yes indeed", "no"]),
@@ -290,13 +291,14 @@ def test_fixed_logits_give_the_hand_computed_scores_and_choices(tok):
     assert (records[0]["pred"], records[0]["pred_norm"]) == (0, 1)
     assert (records[0]["acc"], records[0]["acc_norm"]) == (0.0, 1.0)
     assert records[1]["loglikelihoods"] == pytest.approx([math.log(0.125), math.log(0.1)], abs=1e-12)
-    assert (records[1]["pred"], records[1]["pred_norm"]) == (0, 0)  # per byte: -2.08/10 > -2.30/2
+    assert (records[1]["pred"], records[1]["pred_norm"]) == (0, 0)  # per character: -2.08/10 > -2.30/2
     assert metrics == {"n": 2, "acc": 0.5, "acc_norm": 1.0}
 
 
-def test_acc_norm_divides_by_utf8_bytes_not_characters(tok):
-    # "na\u00efve" is 5 characters and 6 bytes, "plain" 5 and 5. With log-likelihoods -1.2 and -1.05,
-    # per character "plain" wins (-0.24 < -0.21), per byte "na\u00efve" wins (-0.2 > -0.21).
+def test_acc_norm_divides_by_characters_as_lm_evaluation_harness_does(tok):
+    # lm-evaluation-harness divides by len(choice), in characters. "na\u00efve" is 5 characters and 6
+    # bytes, "plain" 5 and 5. With log-likelihoods -1.2 and -1.05, per character "plain" wins
+    # (-0.24 < -0.21); per byte "na\u00efve" would win (-0.2 > -0.21).
     [colon] = tok.encode(":")
     a, b = tok.encode(" na\u00efve"), tok.encode(" plain")
     rows = {colon: {a[0]: math.exp(-1.2), b[0]: math.exp(-1.05)}}
@@ -308,7 +310,7 @@ def test_acc_norm_divides_by_utf8_bytes_not_characters(tok):
     question = Question([(":", " na\u00efve"), (":", " plain")], 0, ["na\u00efve", "plain"])
     [record] = score_questions(Bigram(rows), tok, [question])[1]
     assert record["loglikelihoods"] == pytest.approx([-1.2, -1.05], abs=1e-9)
-    assert (record["pred"], record["pred_norm"], record["acc_norm"]) == (1, 0, 1.0)
+    assert (record["pred"], record["pred_norm"], record["acc_norm"]) == (1, 1, 0.0)
 
 
 # -----------------------------------------------------------------------------

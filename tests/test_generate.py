@@ -5,13 +5,15 @@ import pytest
 import torch
 
 from conftest import assert_greedy_well_posed, make_hf_model
+from checkpoint import config_from_hf
+from common import compile_decode_step
 from model import Phi, PhiConfig, sample_next
 
 
 @pytest.fixture(scope="module")
 def pair():
     hf = make_hf_model("head64_rotary32", std=0.1)
-    model = Phi(PhiConfig.from_hf(hf.config.to_dict())).eval()
+    model = Phi(config_from_hf(hf.config.to_dict())).eval()
     model.load_state_dict(hf.state_dict())
     return hf, model
 
@@ -22,7 +24,7 @@ PROMPT = torch.randint(0, 1000, (2, 11), generator=torch.Generator().manual_seed
 def greedy_without_cache(model, idx, n):
     with torch.no_grad():
         for _ in range(n):
-            logits, _ = model(idx)
+            logits = model(idx)
             idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], 1)
     return idx
 
@@ -40,11 +42,11 @@ def test_cached_logits_equal_full_forward_logits(pair):
     seq = greedy_without_cache(model, PROMPT, 20)
     T = PROMPT.shape[1]
     with torch.no_grad():
-        full, _ = model(seq)
+        full = model(seq)
         model.setup_cache(2, seq.shape[1])
-        prefill, _ = model(seq[:, :T], input_pos=torch.arange(T))
-        steps = [model(seq[:, [t]], input_pos=torch.tensor([t]))[0] for t in range(T, seq.shape[1])]
-    torch.testing.assert_close(torch.cat([prefill] + steps, 1), full, rtol=1e-5, atol=1e-5)
+        prefill = model(seq[:, :T], input_pos=torch.arange(T))  # the last position's logits only
+        steps = [model(seq[:, [t]], input_pos=torch.tensor([t])) for t in range(T, seq.shape[1])]
+    torch.testing.assert_close(torch.cat([prefill] + steps, 1), full[:, T - 1:], rtol=1e-5, atol=1e-5)
 
 
 def test_cached_greedy_equals_transformers_generate(pair):
@@ -137,10 +139,10 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
 
 
 def test_compiled_decode_step_gives_the_same_tokens(pair):
-    # sample.py --compile: the one-token step runs under torch.compile, where Linear computes the
-    # matrix-vector product as a fused multiply + sum on the CPU (model.Linear)
+    # sample.py --compile: the one-token step runs under torch.compile, where each Linear computes
+    # the matrix-vector product as a fused multiply + sum on the CPU (common.compile_decode_step)
     _, model = pair
-    step = torch.compile(model, dynamic=False)
+    step = compile_decode_step(model, torch.device("cpu"))
     eager = torch.stack(list(model.generate(PROMPT, 12, temperature=0)), 1)
     assert_greedy_well_posed(model, torch.cat([PROMPT, eager], 1), PROMPT.shape[1])
     compiled = torch.stack(list(model.generate(PROMPT, 12, temperature=0, step=step)), 1)

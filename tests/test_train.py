@@ -23,7 +23,9 @@ import torch
 
 import train
 from conftest import ROOT, make_hf_model
-from model import Phi, PhiConfig, load_model
+from checkpoint import load_model
+from common import resolve_device_dtype
+from model import Phi, PhiConfig
 
 VOCAB = 512     # the phi-test preset's vocabulary
 BLOCK = 32
@@ -134,12 +136,14 @@ def test_default_config_is_the_phi_1_5_recipe():
     assert train.check_config(cfg, world_size=8) == 32  # 2048 = 8 per GPU x 8 GPUs x 32 accumulation steps
     assert train.lr_at(0, cfg) == train.lr_at(30000, cfg) == 2e-4
     if not torch.cuda.is_available():
-        assert train.resolve_device_dtype(cfg.device, cfg.dtype, 0) == (torch.device("cpu"), torch.float32)
+        assert resolve_device_dtype(cfg.device, cfg.dtype, 0) == (torch.device("cpu"), torch.float32)
 
 
 def test_weight_decay_applies_to_matrices_only():
     model = Phi(PhiConfig.from_name("phi-test"))
-    opt = train.make_optimizer(model, train.TrainConfig(), torch.device("cpu"))
+    cfg = train.TrainConfig()
+    opt = model.configure_optimizer(cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2), cfg.eps,
+                                    torch.device("cpu"))
     names = {id(p): n for n, p in model.named_parameters()}
     decayed = {names[id(p)] for g in opt.param_groups if g["weight_decay"] == 0.1 for p in g["params"]}
     plain = {names[id(p)] for g in opt.param_groups if g["weight_decay"] == 0.0 for p in g["params"]}
@@ -206,7 +210,7 @@ def test_one_step_equals_plain_pytorch_adamw_on_the_whole_batch(data_dir, tmp_pa
     data = np.fromfile(os.path.join(data_dir, "train.bin"), dtype=np.uint16).astype(np.int64)
     windows = np.random.default_rng([1337, 0]).permutation((len(data) - 1) // BLOCK)[:4]
     seqs = torch.tensor(np.stack([data[w * BLOCK: w * BLOCK + BLOCK + 1] for w in windows]))
-    logits, _ = model(seqs[:, :-1])
+    logits = model(seqs[:, :-1])
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), seqs[:, 1:].reshape(-1))
     loss.backward()
     norm = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters())).item()
@@ -264,7 +268,7 @@ def saved_for_backward(model, idx) -> int:
             sizes.append(t.numel() * t.element_size())
         return t
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = model(idx, idx)[1]
+        loss = model(idx, idx)
     loss.backward()
     return sum(sizes)
 
@@ -605,7 +609,7 @@ def test_fine_tunes_from_a_hugging_face_directory_and_exports_with_save_pretrain
     ours = load_model(str(out / "ckpt.pt")).eval()
     idx = window[None, :BLOCK]
     with torch.no_grad():
-        torch.testing.assert_close(exported(idx).logits, ours(idx)[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(exported(idx).logits, ours(idx), rtol=1e-5, atol=1e-5)
     assert not torch.equal(exported.lm_head.weight, hf.lm_head.weight)  # it did train
 
 
