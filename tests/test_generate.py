@@ -9,6 +9,8 @@ from checkpoint import config_from_hf
 from common import compile_decode_step
 from model import Phi, PhiConfig, sample_next
 
+pytestmark = pytest.mark.numerics
+
 
 @pytest.fixture(scope="module")
 def pair():

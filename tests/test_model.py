@@ -11,6 +11,8 @@ from checkpoint import config_from_hf, config_to_hf
 from conftest import HF_CONFIGS, make_hf_model, relative_error
 from model import Phi, PhiConfig
 
+pytestmark = pytest.mark.numerics
+
 
 def twin(hf) -> Phi:
     """nanophi with the reference's weights, loaded by name: the 1:1 name map is part of the test."""

@@ -184,6 +184,7 @@ def test_data_order_is_disjoint_across_ranks_and_repeats_nothing_within_an_epoch
     assert list(seen[:count]) == list(np.random.default_rng([seed, 0]).permutation(count))
 
 
+@pytest.mark.numerics
 def test_one_step_equals_plain_pytorch_adamw_on_the_whole_batch(data_dir, tmp_path):
     """A train.py step with gradient accumulation (2 micro-batches) against the whole global batch
     at once in float64, clipped to 0.05, and AdamW with decay on matrices only.
@@ -251,6 +252,7 @@ def assert_same_training(a_dir, b_dir, steps):
     return a, b
 
 
+@pytest.mark.numerics
 def test_gradient_accumulation_equals_the_larger_batch(data_dir, tmp_path):
     common = [*TINY, f"--data_dir={data_dir}", "--max_iters=3", "--global_batch_size=8", f"--eps={COMPARE_EPS}"]
     train.main([*common, "--batch_size=8", f"--out_dir={tmp_path / 'big'}"])
@@ -542,6 +544,7 @@ def one_process(data_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
 def test_two_processes_equal_one_process(data_dir, one_process, tmp_path, sharding):
     """torchrun with 2 gloo processes of 2 sequences x 2 accumulation steps, the same 8 per step."""
