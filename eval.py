@@ -408,7 +408,7 @@ def read_rows(path: str, source: str, convert: Callable[[dict], object], limit: 
     for n, row in enumerate(read_jsonl(path, limit), 1):
         try:
             items.append(convert(row))
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"{path}, row {n}: not a {source} row ({type(e).__name__}: {e}); "
                              f"the fields each task reads are listed in eval.py and the README") from None
     if not items:
@@ -999,8 +999,9 @@ def generate_samples(task: str, args, model, tokenizer, problems: list[dict]) ->
 
 def judge_samples(task: str, args, problems: list[dict], samples: list[dict], hide: list[str]) -> dict:
     """Run the samples in the sandbox; the results go to <task>_results.jsonl, pass@k is returned."""
+    job, _, _ = CODE_TASKS[task]
     print(f"{task}: sandbox protections: {', '.join(sandbox_protections())}", file=sys.stderr)
-    results = execute_samples(problems, samples, args.timeout, args.memory_mb, args.workers, CODE_TASKS[task][0], hide)
+    results = execute_samples(problems, samples, args.timeout, args.memory_mb, args.workers, job, hide)
     write_jsonl(os.path.join(args.out_dir, f"{task}_results.jsonl"), results)
     n = len(results) // len(problems)
     return dict(problems=len(problems), samples_per_problem=n, **pass_at_ks(results, args.k))
