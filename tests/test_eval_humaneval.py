@@ -1,6 +1,6 @@
 """HumanEval: the 164 problems, every canonical solution passes in the sandbox (tests/test_sandbox.py
 covers the sandbox itself); pass@k against hand-computed values and against its combinatorial
-definition; completions stop at the stop sequences."""
+definition; completions stop at the stop sequences, HumanEval's and those of MBPP and SQuAD."""
 
 import itertools
 from fractions import Fraction
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from eval import complete, execute_samples, pass_at_k, pass_at_ks, read_humaneval, truncate_at_stop
+from eval import MBPP_STOPS, SQUAD_STOPS, complete, execute_samples, pass_at_k, pass_at_ks, read_humaneval, truncate_at_stop
 from tokenizer import Tokenizer
 
 
@@ -106,6 +106,19 @@ def test_completions_stop_at_stop_sequences_and_at_endoftext():
     model = Scripted([tok.encode(first)])
     assert complete(model, tok, "x", n=1, temperature=0.0, top_p=None, max_new_tokens=100) == ["    return a + b\n\n"]
     assert model.steps == len(tok.encode("    return a + b\n\n\ndef"))  # no token decoded past the stop
+
+
+def test_mbpp_and_squad_completions_stop_at_their_own_stop_sequences():
+    tok = Tokenizer()
+    code = "def f(x):\n    return x\n\ndef g():\n    pass\n"  # HumanEval would stop at \ndef; MBPP runs on to [DONE]
+    model = Scripted([tok.encode(code + "[DONE]\n\nYou are an expert")])
+    assert complete(model, tok, "[BEGIN]\n", n=1, temperature=0.0, top_p=None, max_new_tokens=100,
+                    stops=MBPP_STOPS) == [code]
+    assert model.steps == len(tok.encode(code + "[DONE]"))
+    model = Scripted([tok.encode(" Denver Broncos\n\nQuestion: Who lost?")])
+    assert complete(model, tok, "Answer:", n=1, temperature=0.0, top_p=None, max_new_tokens=100,
+                    stops=SQUAD_STOPS) == [" Denver Broncos"]
+    assert model.steps == len(tok.encode(" Denver Broncos\n"))
 
 
 def test_a_prompt_longer_than_the_context_is_an_error():

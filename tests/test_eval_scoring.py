@@ -2,7 +2,9 @@
 PhiForCausalLM logits and CodeGen tokenizer on the same random weights; right-padded batches score
 as unpadded sequences do; the prompts are lm-evaluation-harness's, written out by hand; a model with
 fixed logits gives hand-computed scores, acc and acc_norm; perplexity and bits per byte against
-transformers' logits and hand arithmetic; greedy HumanEval completions equal transformers' generate."""
+transformers' logits and hand arithmetic; MMLU's few-shot prompts written out by hand, its two averages
+by hand; SQuAD's normalization, exact match and F1 as the official script computes them, by hand;
+greedy HumanEval, GSM8K and SQuAD completions equal transformers' generate cut at the same stops."""
 
 import json
 import math
@@ -13,8 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from conftest import HF_CONFIGS, assert_greedy_well_posed, make_hf_model
-from eval import (Question, TASKS, complete, encode_pair, loglikelihoods, perplexity, read_humaneval, read_task,
-                  read_tokens, score_questions, token_bytes)
+from eval import (SQUAD_STOPS, Question, TASKS, complete, encode_pair, loglikelihoods, mmlu_averages, perplexity,
+                  read_gsm8k, read_humaneval, read_mmlu, read_squad, read_task, read_tokens, score_questions,
+                  squad_normalize, squad_scores, token_bytes)
 from checkpoint import config_from_hf
 from model import Phi, PhiConfig
 from tokenizer import Tokenizer
@@ -399,3 +402,193 @@ def test_greedy_completion_equals_transformers_generate_cut_at_the_stops(pair, t
         cut = min([i for i in (text.find(s) for s in ("\nclass", "\ndef", "\n#", "\nif", "\nprint")) if i >= 0]
                   + [len(text)])
         assert complete(model, tok, problem["prompt"], n=1, temperature=0.0, top_p=None, max_new_tokens=24) == [text[:cut]]
+
+
+# -----------------------------------------------------------------------------
+# MMLU: few-shot prompts, per-subject limits, and the two averages
+
+def mmlu_row(subject, question, choices, answer):
+    return {"question": question, "subject": subject, "choices": choices, "answer": answer}
+
+
+MMLU_DEV = [  # cais/mmlu's dev rows, two subjects interleaved, the first subject's rows in order
+    mmlu_row("high_school_biology", " Which organelle makes ATP?\n", ["Nucleus", "Mitochondrion", "Ribosome", "Golgi"], 1),
+    mmlu_row("astronomy", "What is the closest star to Earth?", ["Sirius", "Vega", "Proxima Centauri", "The Sun"], 3),
+    mmlu_row("high_school_biology", "DNA is made of", ["amino acids", "lipids", "sugars only", "nucleotides"], 3),
+    mmlu_row("high_school_biology", "Never shown with 2 shots", ["a", "b", "c", "d"], 0),
+    mmlu_row("astronomy", "How many planets orbit the Sun?", ["7", "8", "9", "10"], 1),
+]
+MMLU_TEST = [
+    mmlu_row("high_school_biology", "Which molecule carries amino acids to the ribosome?  ",
+             ["mRNA", "tRNA", "rRNA", "DNA"], 1),
+    mmlu_row("astronomy", "Which planet is largest?", ["Earth", "Mars", "Jupiter", "Venus"], 2),
+    mmlu_row("high_school_biology", "Second biology question", ["w", "x", "y", "z"], 0),
+]
+
+# lm-evaluation-harness's mmlu prompt, 2-shot, written out by hand: the subject's description, the
+# first two dev rows of the subject (questions stripped) with their letters, then the question.
+MMLU_BIOLOGY_PROMPT = (
+    "The following are multiple choice questions (with answers) about high school biology.\n\n"
+    "Which organelle makes ATP?\nA. Nucleus\nB. Mitochondrion\nC. Ribosome\nD. Golgi\nAnswer: B\n\n"
+    "DNA is made of\nA. amino acids\nB. lipids\nC. sugars only\nD. nucleotides\nAnswer: D\n\n"
+    "Which molecule carries amino acids to the ribosome?\nA. mRNA\nB. tRNA\nC. rRNA\nD. DNA\nAnswer:")
+
+
+def write_mmlu(tmp_path, test=MMLU_TEST, dev=MMLU_DEV):
+    tmp_path.mkdir(exist_ok=True)
+    write_task(tmp_path, "mmlu", test)
+    if dev is not None:
+        write_task(tmp_path, "mmlu_dev", dev)
+    return str(tmp_path)
+
+
+def test_mmlu_prompts_are_lm_evaluation_harness_few_shot_prompts(tmp_path):
+    subjects, questions = read_mmlu(write_mmlu(tmp_path), shots=2)
+    assert subjects == ["high_school_biology", "astronomy", "high_school_biology"]
+    assert questions[0].requests == [(MMLU_BIOLOGY_PROMPT, " A"), (MMLU_BIOLOGY_PROMPT, " B"),
+                                     (MMLU_BIOLOGY_PROMPT, " C"), (MMLU_BIOLOGY_PROMPT, " D")]
+    assert [q.gold for q in questions] == [1, 2, 0] and questions[0].choices is None  # acc only, as the harness
+    assert questions[1].requests[0][0] == (
+        "The following are multiple choice questions (with answers) about astronomy.\n\n"
+        "What is the closest star to Earth?\nA. Sirius\nB. Vega\nC. Proxima Centauri\nD. The Sun\nAnswer: D\n\n"
+        "How many planets orbit the Sun?\nA. 7\nB. 8\nC. 9\nD. 10\nAnswer: B\n\n"
+        "Which planet is largest?\nA. Earth\nB. Mars\nC. Jupiter\nD. Venus\nAnswer:")
+    # zero-shot needs no dev file
+    _, [q, *_] = read_mmlu(write_mmlu(tmp_path / "zero", dev=None), shots=0)
+    assert q.requests[0][0] == ("The following are multiple choice questions (with answers) about high school "
+                                "biology.\n\nWhich molecule carries amino acids to the ribosome?\nA. mRNA\nB. tRNA\n"
+                                "C. rRNA\nD. DNA\nAnswer:")
+
+
+def test_mmlu_limit_takes_the_first_questions_of_each_subject(tmp_path):
+    subjects, _ = read_mmlu(write_mmlu(tmp_path), limit=1)
+    assert subjects == ["high_school_biology", "astronomy"]
+
+
+@pytest.mark.parametrize("dev, test, message", [
+    (MMLU_DEV[:2], MMLU_TEST, "mmlu_dev.jsonl has 1 rows of subject 'high_school_biology'; 2-shot prompts need 2"),
+    (MMLU_DEV, [dict(MMLU_TEST[0], answer="B")], 'row 1: not a cais/mmlu all test row (ValueError: answer must be an integer, not "B")'),
+    (MMLU_DEV, [MMLU_TEST[0], dict(MMLU_TEST[1], answer=4)], "row 2: not a cais/mmlu all test row (ValueError: answer must be 0, 1, 2 or 3, not 4)"),
+    (MMLU_DEV, [dict(MMLU_TEST[0], choices=["a", "b", "c"])], "choices must be 4 strings, not 3"),
+    ([dict(MMLU_DEV[0], subject=None)], MMLU_TEST, "mmlu_dev.jsonl, row 1: not a cais/mmlu all dev row (ValueError: subject must be a string"),
+])
+def test_bad_mmlu_files_are_clear_errors(tmp_path, dev, test, message):
+    with pytest.raises(ValueError) as e:
+        read_mmlu(write_mmlu(tmp_path, test, dev), shots=2)
+    assert message in str(e.value)
+
+
+def test_mmlu_reports_the_micro_and_the_macro_average():
+    # biology: 2 of 3 right; astronomy: 1 of 1. Over questions 3/4; over subjects (2/3 + 1) / 2.
+    subjects = ["bio", "bio", "astro", "bio"]
+    records = [{"acc": 1.0}, {"acc": 0.0}, {"acc": 1.0}, {"acc": 1.0}]
+    got = mmlu_averages(subjects, records)
+    assert got["acc"] == 0.75 and got["acc_macro"] == pytest.approx(5 / 6, abs=1e-15)
+    assert got["acc_by_subject"] == {"astro": 1.0, "bio": pytest.approx(2 / 3, abs=1e-15)}
+    assert (got["n"], got["subjects"]) == (4, 2)
+
+
+def test_mmlu_picks_the_most_likely_letter(tok, tmp_path):
+    # after ":" the model says " C" with p = 0.5 and every other letter with p = 0.1
+    [colon] = tok.encode(":")
+    letters = [tok.encode(" " + x)[0] for x in "ABCD"]
+    model = Bigram({colon: {letters[0]: 0.1, letters[1]: 0.1, letters[2]: 0.5, letters[3]: 0.1}})
+    subjects, questions = read_mmlu(write_mmlu(tmp_path), shots=0)  # (short prompts: the Bigram model is slow)
+    metrics, records = score_questions(model, tok, questions)
+    assert [r["pred"] for r in records] == [2, 2, 2]  # right on astronomy only
+    assert records[0]["loglikelihoods"] == pytest.approx([math.log(0.1), math.log(0.1), math.log(0.5), math.log(0.1)])
+    got = mmlu_averages(subjects, records)
+    assert (got["acc"], got["acc_macro"]) == (pytest.approx(1 / 3), pytest.approx(0.5))
+
+
+# -----------------------------------------------------------------------------
+# SQuAD: the prompt, and exact match and F1 as the official v1.1 script computes them
+
+SQUAD_ROW = {"id": "56be4db0acb8001400a502ec", "title": "Super_Bowl_50",
+             "context": "Super Bowl 50 was an American football game. The Denver Broncos defeated the Carolina Panthers.",
+             "question": "Which NFL team won Super Bowl 50?",
+             "answers": {"text": ["Denver Broncos", "Denver Broncos", "Denver Broncos"], "answer_start": [177, 177, 177]}}
+
+
+def test_squad_rows_become_lm_evaluation_harness_prompts(tmp_path):
+    write_task(tmp_path, "squad", [SQUAD_ROW])
+    [item] = read_squad(str(tmp_path))
+    assert item["prompt"] == ("Title: Super_Bowl_50\n\nBackground: Super Bowl 50 was an American football game. The "
+                              "Denver Broncos defeated the Carolina Panthers.\n\nQuestion: Which NFL team won Super "
+                              "Bowl 50?\n\nAnswer:")
+    assert item["answers"] == ["Denver Broncos"] * 3 and item["id"] == "56be4db0acb8001400a502ec"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"answers": {"text": [], "answer_start": []}}, "an unanswerable question of SQuAD v2"),
+    ({"question": None}, "question must be a string, not null"),
+    ({"answers": {"text": "Denver"}}, "text must be a list of strings"),
+])
+def test_bad_squad_rows_are_row_errors(tmp_path, change, message):
+    write_task(tmp_path, "squad", [SQUAD_ROW, dict(SQUAD_ROW, **change)])
+    with pytest.raises(ValueError) as e:
+        read_squad(str(tmp_path))
+    assert str(e.value).startswith(f"{tmp_path / 'squad.jsonl'}, row 2: not a rajpurkar/squad validation row")
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("text, normalized", [
+    ("The Denver Broncos!", "denver broncos"),          # case, an article, punctuation
+    ("  an   apple,  a pear  ", "apple pear"),          # articles and runs of whitespace
+    ("Theatre of the Absurd", "theatre of absurd"),     # "the" inside a word stays
+    ("A.D. 1,000", "ad 1000"),                          # punctuation inside words and numbers goes
+    ("well-known (1990s)", "wellknown 1990s"),
+    ("Paris \u2013 France", "paris \u2013 france"),      # not ASCII punctuation: kept, as the official script keeps it
+    ("THE", ""),
+])
+def test_squad_normalization_is_the_official_one(text, normalized):
+    assert squad_normalize(text) == normalized
+
+
+@pytest.mark.parametrize("prediction, answers, exact, f1", [
+    (" Denver Broncos", ["Denver Broncos"], 1.0, 1.0),
+    ("the Denver Broncos.", ["Denver Broncos", "Broncos"], 1.0, 1.0),
+    # pred {cat, sat, on, mat}, gold {cat, on, mat}: precision 3/4, recall 1, F1 = 2 * 0.75 / 1.75
+    ("the cat sat on the mat", ["cat on a mat"], 0.0, 6 / 7),
+    # the best gold answer counts: "Broncos" gives precision 1/2, recall 1, F1 2/3; "Carolina Panthers" 0
+    ("Denver Broncos", ["Carolina Panthers", "Broncos"], 0.0, 2 / 3),
+    # tokens count with multiplicity: three b's against one, 1 in common; precision 1/3, recall 1
+    ("b b b", ["b"], 0.0, 0.5),
+    ("", ["Denver Broncos"], 0.0, 0.0),
+    ("The", ["a"], 1.0, 0.0),   # both normalize to "": equal, but no tokens to share (the official script's v1.1 rule)
+])
+def test_squad_exact_match_and_f1_by_hand(prediction, answers, exact, f1):
+    assert squad_scores(prediction, answers) == (exact, pytest.approx(f1, abs=1e-15))
+
+
+# -----------------------------------------------------------------------------
+# GSM8K and SQuAD generations, against transformers' generate
+
+def hf_greedy_text(hf, hf_tokenizer, prompt, max_new_tokens=24):
+    ids = hf_tokenizer.encode(prompt)
+    out = hf.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=50256,
+                      pad_token_id=0)
+    assert_greedy_well_posed(hf, out, len(ids))
+    return hf_tokenizer.decode(out[0, len(ids):].tolist(), skip_special_tokens=True)
+
+
+def cut(text, stops):
+    return text[:min([i for i in (text.find(s) for s in stops) if i >= 0] + [len(text)])]
+
+
+def test_greedy_gsm8k_programs_equal_transformers_generate_cut_at_the_stops(pair, tok, hf_tokenizer, tmp_path):
+    hf, model = pair
+    write_task(tmp_path, "gsm8k", [
+        {"question": "Tom has 3 apples and buys 4 more. How many apples does he have?", "answer": "3+4=7\n#### 7"}])
+    [problem] = read_gsm8k(str(tmp_path))
+    expected = cut(hf_greedy_text(hf, hf_tokenizer, problem["prompt"]), ("\nclass", "\ndef", "\n#", "\nif", "\nprint"))
+    assert complete(model, tok, problem["prompt"], n=1, temperature=0.0, top_p=None, max_new_tokens=24) == [expected]
+
+
+def test_greedy_squad_answers_equal_transformers_generate_cut_at_the_newline(pair, tok, hf_tokenizer, tmp_path):
+    hf, model = pair
+    write_task(tmp_path, "squad", [SQUAD_ROW])
+    [item] = read_squad(str(tmp_path))
+    expected = cut(hf_greedy_text(hf, hf_tokenizer, item["prompt"]), ("\n",))
+    got = complete(model, tok, item["prompt"], n=1, temperature=0.0, top_p=None, max_new_tokens=24, stops=SQUAD_STOPS)
+    assert got == [expected]
