@@ -272,6 +272,8 @@ class Judge:
         except BrokenPipeError:  # the worker is gone
             raise EOFError() from None
         reply = self.receive()
+        if "timeout" in reply:  # the worker's alarm went off during the call
+            raise TimeUp()
         if "raised" in reply:  # the candidate raised: raise the same built-in type here
             kind, text = (str(s) for s in reply["raised"])
             cls = getattr(builtins, kind, None)

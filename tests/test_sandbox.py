@@ -119,6 +119,12 @@ def test_hanging_programs_time_out(program):
     assert time.perf_counter() - t0 < 1.0 + GRACE_S + 2
 
 
+def test_a_function_that_hangs_when_the_tests_call_it_times_out():
+    # the worker's alarm goes off inside the call; the judge reports it as what it is
+    program = "def f():\n    while True:\n        pass\n"
+    assert run_tests(program, "", "f()\n", ["f"], timeout=1.0) == "timed out"
+
+
 @pytest.mark.parametrize("program, expected", [
     ("import ctypes\nctypes.string_at(0)\n", "failed: the program killed by SIGSEGV"),
     ("x = bytearray(4 << 30)\n", "failed: MemoryError"),  # over the 1 GiB address-space limit
