@@ -241,7 +241,7 @@ class Client:
                 raise Stopped()
             if attempt == self.cfg.retries:
                 raise GaveUp(f"{self.url} failed {self.cfg.retries + 1} times, last with {why}; "
-                                   f"finished answers are cached, so rerunning continues from here")
+                             f"finished answers are cached, so rerunning continues from here")
             with self.lock:
                 self.retried += 1
             self.log(f"openai: {why}; retrying in {delay:.1f}s ({attempt + 1}/{self.cfg.retries})")
