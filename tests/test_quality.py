@@ -159,20 +159,39 @@ def test_the_classifier_recovers_a_hidden_rule_and_the_build_keeps_exactly_the_t
     assert q["classifier"]["features"] == {"kind": "hashed", "dim": 2 ** 18, "ngrams": 2}
 
 
-def test_the_threshold_flag_overrides_the_models(tmp_path, judge, capsys):
+def fitted_on_planted_files(tmp_path, judge, capsys) -> str:
     plant(tmp_path / "train", 12, seed=3)
     run_json(capsys, label_args(tmp_path / "train", tmp_path / "labels.jsonl", judge.url))
     run_json(capsys, ["fit", "--docs", tmp_path / "train", "--labels", tmp_path / "labels.jsonl",
                       "--out", tmp_path / "q.safetensors"])
-    model = quality.QualityModel.load(str(tmp_path / "q.safetensors"))
+    return str(tmp_path / "q.safetensors")
+
+
+def build_with(tmp_path, model_path, *extra) -> dict:
+    plant(tmp_path / "new", 2, seed=4)
+    return pt.build(pt.parse_args(["--out_dir", str(tmp_path / "out"), "--mix", "code=1", "--code",
+                                   str(tmp_path / "new"), "--quality_model", model_path, *extra]))
+
+
+def test_the_threshold_flag_overrides_the_models(tmp_path, judge, capsys):
+    model_path = fitted_on_planted_files(tmp_path, judge, capsys)
+    model = quality.QualityModel.load(model_path)
     texts = [open(p).read() for p in plant(tmp_path / "new", 2, seed=4)]
     scores = model.score(texts)
     assert model.threshold == 2.5 and [model.keep(t) for t in texts] == list(scores >= 2.5)
     assert [model.keep(t, threshold=-1.0) for t in texts] == [True] * len(texts)
-    meta = pt.build(pt.parse_args(["--out_dir", str(tmp_path / "out"), "--num_proc", "1", "--mix", "code=1",
-                                   "--code", str(tmp_path / "new"), "--quality_model", str(tmp_path / "q.safetensors"),
-                                   "--quality_threshold", "0"]))
+    meta = build_with(tmp_path, model_path, "--num_proc", "1", "--quality_threshold", "0")
     assert "low_quality" not in meta["sources"]["code"]["drops"] and meta["quality"]["threshold"] == 0.0
+
+
+@pytest.mark.slow
+def test_workers_that_start_afresh_filter_too(tmp_path, judge, capsys, monkeypatch):
+    # macOS and Windows start workers afresh ("spawn"), without the parent's memory: the pool's
+    # initializer must hand them the filter (~20 s: each worker imports torch)
+    model_path = fitted_on_planted_files(tmp_path, judge, capsys)
+    monkeypatch.setattr(pt.multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    meta = build_with(tmp_path, model_path, "--num_proc", "2")
+    assert meta["sources"]["code"]["drops"] == {"low_quality": 4} and meta["quality"]["threshold"] == 2.5
 
 
 # --------------------------------------------------------------------------------------------------
