@@ -41,7 +41,7 @@ absolute path; label, fit and score given the same --docs agree on the ids.
 Features (--features):
   hashed  the default; needs no weights, no GPU and no torch. The document's phi tokens (the
           tokenizer of tokenizer.py), their n-grams for n = 1..--ngrams (default 2) hashed into
-          --dim (default 2^18) columns; their counts, each row scaled to unit length.
+          --dim (default 2^18) columns; log(1 + count), each row scaled to unit length.
   model   mean-pooled final hidden states (after the final LayerNorm) of any --init_from value
           that load_model takes: phi-1.5's or phi-1's Hugging Face weights (microsoft/phi-1_5, a
           local directory), a nanophi checkpoint (.pt) or scratch:PRESET; the first --embed_tokens
@@ -52,6 +52,14 @@ phi-1 fitted a random forest to its embeddings and FineWeb-Edu a linear head. A 
 used for both kinds of features: on 2^18 sparse hashed columns a forest finds little to split on,
 while ridge regression needs only products with the sparse matrix; it is a few lines of numpy, so
 scikit-learn is not needed.
+
+How well the hashed features do depends on the labels. A rule of what a file contains is learnt
+exactly (the tests: held-out accuracy and F1 of 1.0 for worked examples against docstrings alone
+against boilerplate). On this Python's standard library (734 files), labelled by the tests' stand-in
+judge, a rule of proportions (how many lines and functions explain; python -m pytest -m slow -s
+tests/test_quality.py -k standard_library), the held-out accuracy is 0.82 against 0.78 for always
+answering "drop", F1 0.48 (0.41-0.59 over seeds 1-4): 587 training files are few for 2^18 columns.
+phi-1 had 100k labels and a code model's embeddings.
 
 The model file is safetensors: one float32 tensor "weight" (the head's weights, with the
 standardisation folded in) and a JSON string in the metadata with the bias, the threshold, the
@@ -428,10 +436,11 @@ def hashed_features(texts: list, dim: int, ngrams: int) -> Sparse:
         ids = np.array(tok.encode(text), dtype=np.uint64)
         cols = [ngram_columns(ids, n, dim) for n in range(1, ngrams + 1) if len(ids) >= n]
         cols, counts = np.unique(np.concatenate(cols) if cols else np.zeros(0, np.int64), return_counts=True)
-        # term frequencies scaled to unit length, so that a document's length does not count, only the
-        # proportions of its n-grams (log(1 + count) did no better: on the stdlib demo, over 5 seeds,
-        # mean held-out F1 0.57 against 0.58)
-        values = counts / max(np.sqrt((counts * counts.astype(np.float64)).sum()), 1e-12)
+        # sublinear term frequencies, scaled to unit length so that a document's length does not count.
+        # Raw counts did as well within the noise (the stdlib demo, 5 seeds: mean held-out F1 0.50,
+        # against 0.51 with these)
+        values = np.log1p(counts)
+        values /= max(np.sqrt((values * values).sum()), 1e-12)
         indices.append(cols)
         data.append(values.astype(np.float32))
         indptr.append(indptr[-1] + len(cols))
