@@ -921,6 +921,8 @@ if __name__ == "__main__":
     try:
         main()
     except KeyboardInterrupt:
-        sys.exit("quality.py: error: interrupted; the answers so far are cached, so the same command continues")
+        print("quality.py: error: interrupted; the answers so far are cached, so the same command continues",
+              file=sys.stderr)
+        sys.exit(130)
     except (OSError, ValueError, RuntimeError) as e:
         sys.exit(f"quality.py: error: {e}")
