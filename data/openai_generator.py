@@ -25,7 +25,7 @@ import threading
 import urllib.parse
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 try:
     from data import textbook_generator
@@ -125,6 +125,10 @@ class Cache:
 
 class Stopped(Exception):
     """Client.stop() was called while a request was in flight."""
+
+
+class GaveUp(RuntimeError):
+    """A request still failed (5xx, 429, a network error, a malformed answer) after every retry."""
 
 
 MIN_SECRET_KEY = 8  # characters: shorter keys are not scrubbed from the answers (see Client.scrub)
@@ -236,8 +240,8 @@ class Client:
             if self.stopping.is_set():
                 raise Stopped()
             if attempt == self.cfg.retries:
-                raise RuntimeError(f"{self.url} failed {self.cfg.retries + 1} times, last with {why}; "
-                                   f"finished answers are cached, so rerunning continues from here")
+                raise GaveUp(f"{self.url} failed {self.cfg.retries + 1} times, last with {why}; "
+                             f"finished answers are cached, so rerunning continues from here")
             with self.lock:
                 self.retried += 1
             self.log(f"openai: {why}; retrying in {delay:.1f}s ({attempt + 1}/{self.cfg.retries})")
@@ -246,18 +250,40 @@ class Client:
             delay = min(2 * delay, 60.0)
 
 
-def generate(cfg: OpenAIConfig, seed: int, cache_path: str, stats: dict, log=None) -> Iterator[str]:
-    """Yield the answers' texts in prompt order, for as long as the caller pulls. Up to
-    cfg.concurrency requests run ahead of the caller; everything answered is cached. When the caller
-    stops, the requests in flight finish (and are cached), unless a Ctrl-C stopped it: then they are
-    cut off at once."""
+def interrupted(e: Optional[BaseException]) -> bool:
+    """Whether a Ctrl-C is behind e: e itself, or an exception that e was raised while handling
+    (a generator closed by a caller that is unwinding from a KeyboardInterrupt)."""
+    for _ in range(20):  # a context chain is short; the bound keeps a pathological one finite
+        if e is None:
+            return False
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        e = e.__context__
+    return False
+
+
+def answers(cfg: OpenAIConfig, prompts: Iterable[str], cache_path: str, stats: dict, log=None,
+            skip_failed: bool = False) -> Iterator[dict]:
+    """The answer record of each prompt ({"key", "model", "prompt", "text", "finish_reason"}), in
+    prompt order, for as long as the caller pulls. Up to cfg.concurrency requests run ahead of the
+    caller; every answer is cached as it arrives, and a prompt already in the cache is not sent.
+    When the caller stops, the requests in flight finish (and are cached), unless a Ctrl-C stopped
+    it: then they are cut off at once. With skip_failed, a prompt whose request still failed after
+    cfg.retries retries gives {"key", "prompt", "error"} (not cached, so a rerun asks again)
+    instead of stopping everything; a request the server rejects (4xx, a redirect) always stops."""
     client = Client(cfg, log)
     cache = Cache(cache_path)
     stats.update(cached_at_start=len(cache.answers), torn_cache_lines=cache.torn, requests=0, retries=0,
-                 answers_new=0, answers_from_cache=0, truncated=0, empty=0, model=cfg.model, api_base=cfg.api_base)
+                 answers_new=0, answers_from_cache=0, truncated=0, empty=0, failed=0, model=cfg.model,
+                 api_base=cfg.api_base)
 
     def fetch(body: dict, key: str) -> dict:
-        answer = client.complete(body)
+        try:
+            answer = client.complete(body)
+        except GaveUp as e:
+            if not skip_failed:
+                raise
+            return {"key": key, "prompt": body["messages"][0]["content"], "error": str(e)}
         rec = {"key": key, "model": cfg.model, "prompt": body["messages"][0]["content"], **answer}
         cache.put(rec)
         return rec
@@ -280,37 +306,39 @@ def generate(cfg: OpenAIConfig, seed: int, cache_path: str, stats: dict, log=Non
         work.put((fut, body, key))
         return fut
 
+    def settle(rec: Optional[dict], fut: Optional[Future]) -> dict:
+        if fut is not None:
+            rec = fut.result()
+            stats["failed" if "error" in rec else "answers_new"] += 1
+        else:
+            stats["answers_from_cache"] += 1
+        stats["requests"], stats["retries"] = client.requests, client.retried
+        if rec.get("finish_reason") == "length":
+            stats["truncated"] += 1
+        if "text" in rec and not rec["text"].strip():
+            stats["empty"] += 1
+        return rec
+
     workers = max(1, cfg.concurrency)
     for _ in range(workers):
         threading.Thread(target=worker, daemon=True).start()
-    plan = prompt_plan(seed)
     pending = []  # (cached record or None, future or None), in prompt order
     try:
-        for i, (topic, audience, style) in enumerate(plan):
-            body = request_body(cfg, prompt_text(topic, audience, style))
+        for prompt in prompts:
+            body = request_body(cfg, prompt)
             key = cache_key(body)
             rec = cache.answers.get(key)
             pending.append((rec, None if rec else submit(body, key)))
             # keep at most `concurrency` requests in flight ahead of the caller
-            while pending and (pending[0][0] is not None or sum(f is not None for _, f in pending) >= cfg.concurrency
-                               or i == len(plan) - 1):
-                rec, fut = pending.pop(0)
-                if fut is not None:
-                    rec = fut.result()
-                    stats["answers_new"] += 1
-                else:
-                    stats["answers_from_cache"] += 1
-                stats["requests"], stats["retries"] = client.requests, client.retried
-                if rec.get("finish_reason") == "length":
-                    stats["truncated"] += 1
-                if not rec["text"].strip():
-                    stats["empty"] += 1
-                yield rec["text"]  # an empty one too: the caller counts what adds no document
+            while pending and (pending[0][0] is not None or sum(f is not None for _, f in pending) >= cfg.concurrency):
+                yield settle(*pending.pop(0))  # an empty one too: the caller counts what adds no document
+        while pending:
+            yield settle(*pending.pop(0))
     except BaseException as e:
         # The caller stopped (or failed): drop what has not started. A Ctrl-C, here or in the caller
         # (which then closes this generator as it unwinds), must stop at once; otherwise the requests
         # in flight finish, so that what they cost is cached.
-        if not (isinstance(e, KeyboardInterrupt) or isinstance(e.__context__, KeyboardInterrupt)):
+        if not interrupted(e):
             wait([fut for _, fut in pending if fut is not None and not fut.cancel()])  # cancel() fails once started
         raise
     finally:
@@ -322,3 +350,14 @@ def generate(cfg: OpenAIConfig, seed: int, cache_path: str, stats: dict, log=Non
         for _ in range(workers):
             work.put(None)
         stats["requests"], stats["retries"] = client.requests, client.retried
+
+
+def generate(cfg: OpenAIConfig, seed: int, cache_path: str, stats: dict, log=None) -> Iterator[str]:
+    """The textbook sections' texts, one for each prompt of prompt_plan(seed), in that order (see
+    answers: concurrency, the cache, stopping)."""
+    records = answers(cfg, (prompt_text(*p) for p in prompt_plan(seed)), cache_path, stats, log)
+    try:
+        for rec in records:
+            yield rec["text"]
+    finally:
+        records.close()  # at once, so that a Ctrl-C behind this close is seen there (see interrupted)

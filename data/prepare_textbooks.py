@@ -12,6 +12,9 @@ Sources, mixed by --mix in tokens (a source with weight 0 is switched off):
              OpenAI-compatible chat endpoint (--generator openai, data/openai_generator.py)
   code       source files and JSONL (--code, repeatable; default: this Python's standard library
              without its test suites), kept only if they pass the educational-value filters below
+             and, with --quality_model, score at least --quality_threshold by a model that
+             data/quality.py fitted to an LLM's judgments (phi-1's filter; --quality_sources code,text
+             applies it to text too; meta.json's "quality" and the low_quality drops report it)
   text       local text (--text, repeatable): .txt and .md files, JSONL, and parquet if pyarrow is installed
 
 Every document then goes through, in order: exact dedup (sha1 of the lower-cased text with runs
@@ -65,6 +68,7 @@ if ROOT not in sys.path:  # run as a script, data/ is on the path but the reposi
 from data import textbook_generator  # noqa: E402
 from data.openai_generator import OpenAIConfig, generate as openai_generate  # noqa: E402
 from common import atomic_write  # noqa: E402
+from data.quality import QualityModel, score_bins, sha256_of  # noqa: E402
 from tokenizer import EOT, EOT_ID, N_VOCAB, RANKS_SHA256, Tokenizer  # noqa: E402
 
 assert N_VOCAB <= 2 ** 16, "token ids must fit in uint16"  # so no id of 65536 or more can be written
@@ -434,15 +438,41 @@ def analyzer() -> Analyzer:
     return _ANALYZER
 
 
-def process(job: tuple) -> list:
-    """Turn one job into per-document results: (why dropped,) or (None, tokens, digest, signature,
-    band keys, contaminated, generator stats)."""
+# The educational-value filter of data/quality.py: (QualityModel, threshold, sources) or None, set in
+# every process that runs process() (see worker_init).
+QUALITY: Optional[tuple] = None
+
+
+def worker_init(quality: Optional[tuple]) -> None:
+    """A worker ignores Ctrl-C, which a terminal sends to them too (interrupted, they hung
+    terminate()): the main process stops them. It holds the quality filter."""
+    global QUALITY
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    QUALITY = quality
+
+
+def quality_screen(out: list, texts: list) -> tuple:
+    """Score texts with the quality model; those under the threshold become ("low_quality",) in
+    out. Returns out, the texts kept, and every text's score (for meta.json's histogram)."""
+    model, threshold, _ = QUALITY
+    scores = model.score(texts)
+    kept, position = [], {}
+    for i, (text, score) in enumerate(zip(texts, scores)):
+        if score >= threshold:
+            position[i] = len(kept)
+            kept.append(text)
+    return [r if isinstance(r, tuple) else position.get(r, ("low_quality",)) for r in out], kept, scores.tolist()
+
+
+def process(job: tuple) -> tuple:
+    """Turn one job into per-document results, (why dropped,) or (None, tokens, digest, signature,
+    band keys, contaminated, generator stats), and the quality scores of its documents."""
     source, kind, payload, field = job
     an = analyzer()
     if kind == "sections":  # offline synthetic textbooks: (seed, first index, end index)
         seed, start, stop = payload
         secs = [textbook_generator.section(seed, i) for i in range(start, stop)]
-        return [r + (sec.stats,) for r, sec in zip(an([sec.text for sec in secs]), secs)]
+        return [r + (sec.stats,) for r, sec in zip(an([sec.text for sec in secs]), secs)], []
     out, texts = [], []
     for item in payload:
         if kind == "paths":
@@ -457,8 +487,11 @@ def process(job: tuple) -> list:
         out.append((why,) if why else len(texts))
         if not why:
             texts.append(text)
+    scores = []
+    if QUALITY is not None and source in QUALITY[2] and texts:
+        out, texts, scores = quality_screen(out, texts)
     results = an(texts)
-    return [r if isinstance(r, tuple) else results[r] + (None,) for r in out]
+    return [r if isinstance(r, tuple) else results[r] + (None,) for r in out], scores
 
 
 def ordered_map(pool, fn, jobs: Iterable, ahead: int) -> Iterator:
@@ -562,6 +595,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--val_fraction", type=float, default=0.01, help="fraction of documents held out for val.bin")
     p.add_argument("--num_proc", type=int, default=os.cpu_count() or 1, help="worker processes (1: no pool)")
     p.add_argument("--force", action="store_true", help="rebuild even if out_dir holds a finished build of the same arguments")
+    g = p.add_argument_group("educational-value filter (data/quality.py)")
+    g.add_argument("--quality_model", default=None, metavar="PATH",
+                   help="a model file from data/quality.py fit: drop documents it scores under --quality_threshold")
+    g.add_argument("--quality_threshold", type=float, default=None,
+                   help="keep documents scored at least this, 0-5 (default: the threshold the model was fitted with)")
+    g.add_argument("--quality_sources", default="code", help="the sources filtered, comma-separated: code, text")
     g = p.add_argument_group("--generator openai")
     g.add_argument("--api_base", default="http://localhost:8000/v1", help="OpenAI-compatible base URL")
     g.add_argument("--model", default=None, help="model name to ask the server for")
@@ -591,6 +630,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.weights = parse_mix(args.mix)
     except ValueError as e:
         p.error(str(e))
+    if args.quality_threshold is not None and not (args.quality_model and math.isfinite(args.quality_threshold)):
+        p.error("--quality_threshold needs --quality_model, and must be a finite number")
+    args.quality_sources = sorted({x.strip() for x in args.quality_sources.split(",") if x.strip()})
+    if not args.quality_sources or not set(args.quality_sources) <= {"code", "text"}:
+        p.error("--quality_sources takes code, text or code,text")
     return args
 
 
@@ -665,7 +709,9 @@ def fingerprint(args, plan: dict) -> str:
             except OSError:  # unreadable: counted when the file is read
                 h.update(f"{source}\0{os.path.abspath(f)}\0unreadable\n".encode())
     here = os.path.dirname(os.path.abspath(__file__))
-    for name in ("prepare_textbooks.py", "textbook_generator.py", "openai_generator.py"):
+    if args.quality_model:
+        h.update(sha256_of(args.quality_model).encode())
+    for name in ("prepare_textbooks.py", "textbook_generator.py", "openai_generator.py", "quality.py"):
         with open(os.path.join(here, name), "rb") as f:
             h.update(f.read())
     h.update(RANKS_SHA256.encode())
@@ -748,8 +794,12 @@ def collect(args, plan: dict, pool) -> tuple:
         done = False
         fruitless = Counter()  # why the answers since the last kept document were dropped
         results = ordered_map(pool, process, jobs, ahead=2 * (args.num_proc + 1))
+        if QUALITY is not None and source in QUALITY[2]:
+            r["quality_score_histogram"] = Counter()
         try:
-            for batch in results:
+            for batch, scores in results:
+                if scores:
+                    r["quality_score_histogram"].update(score_bins(scores))
                 for res in batch:
                     r["documents_in"] += 1
                     why = res[0]
@@ -792,6 +842,8 @@ def collect(args, plan: dict, pool) -> tuple:
             tqdm.write(f"prepare_textbooks.py: warning: the {args.generator} generator ran out of prompts at "
                        f"{r['tokens_kept']} of {target} synthetic tokens", file=sys.stderr)
         r["drops"] = dict(sorted(r["drops"].items()))
+        if "quality_score_histogram" in r:
+            r["quality_score_histogram"] = dict(sorted(r["quality_score_histogram"].items(), key=lambda kv: float(kv[0])))
     if plan.get("synthetic") is not None:
         report["synthetic"]["generator"] = (dict(gen_stats, seed_topics=len(textbook_generator.seed_topics()),
                                                  concepts=len(textbook_generator.TOPICS))
@@ -901,6 +953,10 @@ def versions() -> dict:
 def build(args) -> dict:
     """Build the corpus (or find it already built). Returns meta.json's content."""
     t0 = time.time()
+    global QUALITY
+    quality = QualityModel.load(args.quality_model) if args.quality_model else None  # a bad file fails here
+    QUALITY = None if quality is None else (
+        quality, quality.threshold if args.quality_threshold is None else args.quality_threshold, args.quality_sources)
     plan = plan_sources(args)
     fp = fingerprint(args, plan)
     done = None if args.force else finished(args.out_dir, fp)
@@ -912,10 +968,7 @@ def build(args) -> dict:
     remove_stale_temporaries(args.out_dir)
     analyzer()  # load the tokenizer and HumanEval here: forked workers inherit them
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    # the workers ignore Ctrl-C, which a terminal sends to them too (interrupted, they hung terminate()):
-    # this process stops them
-    pool = (multiprocessing.get_context(method).Pool(args.num_proc, signal.signal, (signal.SIGINT, signal.SIG_IGN))
-            if args.num_proc > 1 else None)
+    pool = multiprocessing.get_context(method).Pool(args.num_proc, worker_init, (QUALITY,)) if args.num_proc > 1 else None
     try:
         kept, report = collect(args, plan, pool)
     finally:
@@ -953,6 +1006,9 @@ def build(args) -> dict:
         "code_filters": {"max_file_chars": MAX_FILE_CHARS, "min_lines": MIN_LINES, "max_line": MAX_LINE,
                          "max_mean_line": MAX_MEAN_LINE, "min_alphanumeric": MIN_ALNUM,
                          "comment_ratio": list(COMMENT_RATIO)},
+        "quality": None if QUALITY is None else {
+            "model": os.path.abspath(args.quality_model), "sha256": sha256_of(args.quality_model),
+            "threshold": QUALITY[1], "sources": QUALITY[2], "classifier": quality.settings()},
         "seed": args.seed,
         "val_fraction": args.val_fraction,
         "arguments": {k: v for k, v in vars(args).items() if k != "weights"},
@@ -978,6 +1034,11 @@ def summary(meta: dict) -> str:
             lines.append(f"  {'':9s} generator: {g['problems_verified']:,} worked problems and {g['code_verified']:,} "
                          f"code examples verified ({g['problems_failed']} + {g['code_failed']} failed and left out), "
                          f"{g['concepts']} concepts, {g['seed_topics']:,} seed topics")
+    q = meta.get("quality")
+    if q:
+        held_out = q["classifier"]["report"].get("held_out", {})
+        lines.append(f"  quality   {', '.join(q['sources'])} scored under {q['threshold']} dropped (low_quality); the model's "
+                     f"held-out accuracy {held_out.get('accuracy')}, F1 {held_out.get('f1')}")
     return "\n".join(lines)
 
 
