@@ -53,6 +53,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      set_optimizer_state_dict)
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from data.shards import describe, open_split
 from model import PRESETS, Phi, PhiConfig, atomic_write, load_model
 from sample import resolve_device_dtype
 
@@ -239,20 +240,14 @@ def check_config(cfg: TrainConfig, world_size: int) -> int:
 
 
 # -----------------------------------------------------------------------------
-# Data: windows of block_size + 1 tokens of a flat uint16 memmap
+# Data: windows of block_size + 1 tokens of a split's uint16 shards, seen as one array (data/shards.py)
 
-def open_tokens(path: str, block_size: int) -> np.memmap:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found; prepare the data first (python data/prepare_textbooks.py) "
-                                f"or point --data_dir at a directory with train.bin and val.bin")
-    size = os.path.getsize(path)
-    if size % 2:
-        raise ValueError(f"{path} has an odd number of bytes: it is not a uint16 token file")
-    # checked before mapping: numpy cannot map an empty file, and its error does not name it
-    if size // 2 < block_size + 1:
-        raise ValueError(f"{path} holds {size // 2} tokens, fewer than one window of block_size + 1 = "
+def open_tokens(data_dir: str, split: str, block_size: int):
+    tokens, name = open_split(data_dir, split)  # a missing, odd-sized or cut short shard: one clear error
+    if len(tokens) < block_size + 1:
+        raise ValueError(f"{name} holds {len(tokens)} tokens, fewer than one window of block_size + 1 = "
                          f"{block_size + 1}; use more data or a smaller --block_size")
-    return np.memmap(path, dtype=np.uint16, mode="r")
+    return tokens
 
 
 def n_windows(data: np.ndarray, block_size: int) -> int:
@@ -689,8 +684,8 @@ def train(cfg: TrainConfig, ckpt: Optional[dict], world_size: int, local_rank: i
                 os.unlink(path)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
-    train_data = open_tokens(os.path.join(cfg.data_dir, "train.bin"), cfg.block_size)
-    val_data = open_tokens(os.path.join(cfg.data_dir, "val.bin"), cfg.block_size)
+    train_data = open_tokens(cfg.data_dir, "train", cfg.block_size)
+    val_data = open_tokens(cfg.data_dir, "val", cfg.block_size)
 
     raw = build(cfg, ckpt, device)
     vocab_size = raw.config.vocab_size
@@ -741,6 +736,7 @@ def train(cfg: TrainConfig, ckpt: Optional[dict], world_size: int, local_rank: i
                   f"{str(dtype).removeprefix('torch.')}; grad_accum {grad_accum}; {tokens_per_step:,} tokens "
                   f"per step; train.bin {len(train_data):,} tokens ({n_train:,} windows), val set "
                   f"{len(val_set)} windows")
+        log.write(describe(cfg.data_dir, cfg.max_iters * tokens_per_step))  # the sources' shares, and epochs
         log.write(f"unigram entropy of train.bin: {unigram_entropy(train_data):.3f} nats per token "
                   f"(the loss of a model that ignores context)")
         log.write(f"MFU against {peak / 1e12:.3f} TFLOP/s per device ({peak_name})")

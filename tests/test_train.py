@@ -644,7 +644,8 @@ def test_missing_data_existing_run_and_missing_checkpoint_are_clear_errors(data_
     assert p.returncode == 1 and p.stdout == ""
     assert p.stderr.strip().splitlines() == [
         f"train.py: error: {tmp_path / 'nothing' / 'train.bin'} not found; prepare the data first (python "
-        f"data/prepare_textbooks.py) or point --data_dir at a directory with train.bin and val.bin"]
+        f"data/prepare_textbooks.py) or point --data_dir at a directory with meta.json and its shards, or with "
+        f"train.bin and val.bin"]
     with pytest.raises(FileNotFoundError, match="no checkpoint at .* to resume"):
         train.main([f"--out_dir={tmp_path / 'o'}", "--init_from=resume"])
     out = tmp_path / "run"
@@ -660,3 +661,101 @@ def test_missing_data_existing_run_and_missing_checkpoint_are_clear_errors(data_
     (out / "ckpt.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="is not a readable checkpoint"):
         train.main([f"--out_dir={out}", "--init_from=resume"])
+
+
+# -----------------------------------------------------------------------------
+# Training on token shards (data/shards.py: what data/prepare_textbooks.py writes)
+
+def write_shards(flat_dir, directory, cuts=(("train", (700, 1600)), ("val", (100,)))) -> str:
+    """flat_dir's train.bin and val.bin cut into shards at the given token positions, which fall
+    inside windows (so some windows span two shards), with the listing that meta.json holds."""
+    os.makedirs(directory)
+    listing = {}
+    for split, at in cuts:
+        ids = np.fromfile(os.path.join(flat_dir, f"{split}.bin"), dtype=np.uint16)
+        listing[split] = []
+        for k, piece in enumerate(np.split(ids, at)):
+            piece.tofile(os.path.join(directory, f"{split}-{k:05d}.bin"))
+            listing[split].append({"file": f"{split}-{k:05d}.bin", "tokens": len(piece)})
+    with open(os.path.join(directory, "meta.json"), "w") as f:
+        json.dump({"shards": listing}, f)
+    return str(directory)
+
+
+def test_shards_give_the_windows_and_losses_of_the_flat_file_across_epochs(data_dir, tmp_path):
+    # 64 windows, 4 a step: 18 steps cross into the second epoch, whose order is reshuffled
+    shards = write_shards(data_dir, tmp_path / "shards")
+    args = [*TINY, "--max_iters=18", "--eval_interval=9"]
+    train.main([*args, f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'flat'}"])
+    train.main([*args, f"--data_dir={shards}", f"--out_dir={tmp_path / 'sharded'}"])
+    assert records(tmp_path / "flat") and [{k: v for k, v in r.items() if k not in ("tokens_per_s", "mfu", "peak_mem_gb")}
+                                           for r in records(tmp_path / "flat")] == \
+        [{k: v for k, v in r.items() if k not in ("tokens_per_s", "mfu", "peak_mem_gb")} for r in records(tmp_path / "sharded")]
+    a, b = final_state(tmp_path / "flat"), final_state(tmp_path / "sharded")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    # the windows themselves, against the flat file read by hand
+    flat = np.fromfile(os.path.join(data_dir, "train.bin"), dtype=np.uint16)
+    tokens = train.open_tokens(shards, "train", BLOCK)
+    windows = train.train_windows(train.n_windows(tokens, BLOCK), 1337, 60, 8)  # samples 60..67: two epochs
+    x, y = train.get_batch(tokens, windows, BLOCK, VOCAB, torch.device("cpu"))
+    expected = np.stack([flat[w * BLOCK: w * BLOCK + BLOCK + 1] for w in windows]).astype(np.int64)
+    assert torch.equal(x, torch.from_numpy(expected[:, :-1])) and torch.equal(y, torch.from_numpy(expected[:, 1:]))
+
+
+def test_resume_after_kill_9_on_shards_reproduces_the_flat_file_run_to_the_bit(data_dir, tmp_path):
+    shards = write_shards(data_dir, tmp_path / "shards")
+    args = [*TINY, "--dropout=0.1", "--lr_schedule=cosine", "--warmup_iters=2", "--lr_decay_iters=30",
+            "--checkpoint_interval=3"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cli(*args, f"--data_dir={shards}", f"--out_dir={killed}", "--max_iters=1000000"),
+                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_step(killed, proc, 5)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    saved = final_state(killed)["step"]
+    end = saved + 4
+    run(cli(f"--out_dir={killed}", "--init_from=resume", f"--max_iters={end}"))
+    resumed = losses(killed, since_last_start=True)
+    assert list(resumed) == list(range(saved + 1, end + 1))
+    fresh = tmp_path / "fresh"
+    run(cli(*args, f"--data_dir={data_dir}", f"--out_dir={fresh}", f"--max_iters={end}"))  # the flat file
+    uninterrupted = losses(fresh)
+    assert all(resumed[s] == uninterrupted[s] for s in resumed), (resumed, uninterrupted)
+    a, b = final_state(killed), final_state(fresh)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_a_missing_cut_short_or_unlisted_shard_and_a_bad_meta_json_are_one_line_errors(data_dir, tmp_path):
+    def shards(name):
+        return write_shards(data_dir, tmp_path / name)
+
+    cases = []
+    d = shards("missing")
+    os.remove(os.path.join(d, "train-00001.bin"))
+    cases.append((d, re.escape(os.path.join(d, "train-00001.bin")) + " is missing, but .*meta.json lists it"))
+    d = shards("short")
+    with open(os.path.join(d, "train-00002.bin"), "r+b") as f:
+        f.truncate(100)
+    cases.append((d, re.escape(os.path.join(d, "train-00002.bin")) + " holds 50 tokens, but .*meta.json lists 449"))
+    d = shards("odd")
+    with open(os.path.join(d, "val-00001.bin"), "ab") as f:
+        f.write(b"x")
+    cases.append((d, "val-00001.bin has an odd number of bytes"))
+    d = shards("torn")
+    with open(os.path.join(d, "meta.json"), "r+b") as f:
+        f.truncate(20)
+    cases.append((d, "meta.json cannot be read .*; rebuild the corpus"))
+    d = shards("unlisted")
+    with open(os.path.join(d, "meta.json"), "w") as f:
+        json.dump({"shards": {"train": [{"file": "../train.bin", "tokens": 5}]}}, f)
+    cases.append((d, r"meta.json does not list the train shards"))
+    for d, message in cases:
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            train.main([*TINY, f"--data_dir={d}", f"--out_dir={tmp_path / 'o'}", "--overwrite=true", "--max_iters=1"])
+    p = subprocess.run(cli(*TINY, f"--data_dir={cases[1][0]}", f"--out_dir={tmp_path / 'o'}", "--max_iters=1"),
+                       cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1
+    assert re.fullmatch("train.py: error: " + cases[1][1] + r".*rerun the command that built the corpus", p.stderr.strip())
+
