@@ -8,6 +8,10 @@ threads, retried with exponential backoff on 429, 5xx and network errors. Every 
 appended to a JSONL cache as soon as it arrives, keyed by a hash of (model, messages, max_tokens,
 temperature): an interrupted run continues where it stopped and never pays twice for a prompt.
 
+Against a fleet of servers, N clients (prepare_textbooks.py --shard I/N) each ask a disjoint part of
+the plan (generate's `indices`: its units of 64 prompts) and append to a cache of their own, while
+reading the others' caches too, so that a prompt answered under one N is not paid for again under another.
+
 The API key is read from an environment variable and sent only in the Authorization header, only to
 api_base itself: a redirect is an error, never followed. It is never written to the cache, meta.json
 or any message, and is scrubbed from whatever the server sends back.
@@ -85,11 +89,18 @@ def cache_key(body: dict) -> str:
 class Cache:
     """Answers on disk, one JSON object per line, appended (and flushed to disk) as they arrive.
     A line cut short by a crash, even inside a character, is ignored on the next load, as is any
-    line that does not hold an answer."""
+    line that does not hold an answer. Answers are also looked up in the caches `read_also` (those
+    of the other parts of a build), which are only read."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, read_also: tuple = ()):
         self.path, self.answers, self.torn, self.closed = path, {}, 0, False
         self.lock = threading.Lock()
+        for other in read_also:
+            self.load(other)
+        self.torn = 0  # counted in this cache only: the others may be written to as they are read
+        self.load(path)
+
+    def load(self, path: str) -> None:
         if os.path.exists(path):
             with open(path, "rb") as f:  # bytes: a line cut inside a character must not stop the load
                 for line in f:
@@ -246,13 +257,15 @@ class Client:
             delay = min(2 * delay, 60.0)
 
 
-def generate(cfg: OpenAIConfig, seed: int, cache_path: str, stats: dict, log=None) -> Iterator[str]:
-    """Yield the answers' texts in prompt order, for as long as the caller pulls. Up to
-    cfg.concurrency requests run ahead of the caller; everything answered is cached. When the caller
-    stops, the requests in flight finish (and are cached), unless a Ctrl-C stopped it: then they are
-    cut off at once."""
+def generate(cfg: OpenAIConfig, seed: int, cache_path: str, stats: dict, log=None,
+             indices: Optional[list] = None, read_also: tuple = ()) -> Iterator[str]:
+    """Yield the answers' texts in prompt order, for as long as the caller pulls: the answers to the
+    prompts of the plan numbered `indices` (all of them if None), in that order. Up to
+    cfg.concurrency requests run ahead of the caller; everything answered is cached in cache_path,
+    and looked up there and in the caches read_also. When the caller stops, the requests in flight
+    finish (and are cached), unless a Ctrl-C stopped it: then they are cut off at once."""
     client = Client(cfg, log)
-    cache = Cache(cache_path)
+    cache = Cache(cache_path, read_also)
     stats.update(cached_at_start=len(cache.answers), torn_cache_lines=cache.torn, requests=0, retries=0,
                  answers_new=0, answers_from_cache=0, truncated=0, empty=0, model=cfg.model, api_base=cfg.api_base)
 
@@ -284,16 +297,18 @@ def generate(cfg: OpenAIConfig, seed: int, cache_path: str, stats: dict, log=Non
     for _ in range(workers):
         threading.Thread(target=worker, daemon=True).start()
     plan = prompt_plan(seed)
+    order = range(len(plan)) if indices is None else indices
     pending = []  # (cached record or None, future or None), in prompt order
     try:
-        for i, (topic, audience, style) in enumerate(plan):
+        for n, i in enumerate(order):
+            topic, audience, style = plan[i]
             body = request_body(cfg, prompt_text(topic, audience, style))
             key = cache_key(body)
             rec = cache.answers.get(key)
             pending.append((rec, None if rec else submit(body, key)))
             # keep at most `concurrency` requests in flight ahead of the caller
             while pending and (pending[0][0] is not None or sum(f is not None for _, f in pending) >= cfg.concurrency
-                               or i == len(plan) - 1):
+                               or n == len(order) - 1):
                 rec, fut = pending.pop(0)
                 if fut is not None:
                     rec = fut.result()

@@ -759,3 +759,30 @@ def test_a_missing_cut_short_or_unlisted_shard_and_a_bad_meta_json_are_one_line_
     assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1
     assert re.fullmatch("train.py: error: " + cases[1][1] + r".*rerun the command that built the corpus", p.stderr.strip())
 
+
+def test_a_built_corpus_trains_and_the_log_shows_its_mixture_and_epochs(tmp_path, capsys):
+    from data import prepare_textbooks
+    rng = np.random.default_rng(0)
+    words = ["".join(rng.choice(list("bcdfgklmnprstvz")) + rng.choice(list("aeiou")) for _ in range(3)) for _ in range(500)]
+    with open(tmp_path / "notes.jsonl", "w") as f:
+        for _ in range(40):
+            f.write(json.dumps({"text": " ".join(rng.choice(words, 60))}) + "\n")
+    corpus = tmp_path / "corpus"
+    prepare_textbooks.main(["--out_dir", str(corpus), "--num_proc", "1", "--synthetic_tokens", "20000", "--text",
+                            str(tmp_path / "notes.jsonl"), "--mix", "synthetic=0.8,text=0.2", "--shard_tokens", "6000"])
+    meta = json.loads((corpus / "meta.json").read_text())
+    assert len(meta["shards"]["train"]) >= 3
+    capsys.readouterr()
+    train.main(["--model=phi-nano", "--block_size=32", "--batch_size=2", "--global_batch_size=2", "--max_iters=2",
+                "--eval_interval=2", "--eval_sequences=2", f"--data_dir={corpus}", f"--out_dir={tmp_path / 'run'}"])
+    out = capsys.readouterr().out
+    shares = {s: r["share_of_tokens"] for s, r in meta["sources"].items()}
+    assert abs(shares["synthetic"] - 0.8) < 0.02
+    line = next(line for line in out.splitlines() if line.startswith("data: "))
+    tokens = meta["splits"]["train"]["tokens"]
+    assert line.startswith(f"data: train {tokens:,} tokens in {len(meta['shards']['train'])} shard(s): "
+                           f"synthetic {100 * shares['synthetic']:.1f}% (")
+    passes = meta["sources"]["text"]["passes"]
+    assert line.endswith(f"this run reads 128 tokens = {128 / tokens:.3g} epochs, so it sees each unique token "
+                         f"{meta['sources']['synthetic']['passes'] * 128 / tokens:.3g} (synthetic), "
+                         f"{passes * 128 / tokens:.3g} (text) times")
