@@ -11,20 +11,24 @@ The parts of a build save them, and the merge decides from them alone, in one pa
 documents in their global order (DedupIndex.verdicts):
   - exact duplicate: its digest was seen before (a document that is itself a duplicate counts);
   - near duplicate: it shares an LSH band with an earlier KEPT document whose Jaccard similarity of
-    5-gram sets is >= 0.8. The sketches decide a pair whose estimate is 4 sigma clear of 0.8, when
-    both documents are long enough for the estimate to be sound; the exact similarity, from the
-    two documents' tokens, decides the others.
+    5-gram sets is >= 0.8, that band's bucket being one the kept document was filed in: each band
+    key files the first BUCKET_CAP kept documents that have it, and no more. A true near duplicate
+    shares each band with its original with probability at least 0.8^6 = 0.26, about 5 of the 20,
+    so it is still found through the original's uncrowded bands, while the work per document stays bounded (at
+    most 20 x BUCKET_CAP candidates) whatever the corpus size. The sketches decide a pair whose
+    estimate is 4 sigma clear of 0.8, when both documents are long enough for the estimate to be
+    sound; the exact similarity, from the two documents' tokens, decides the others.
 The verdicts depend only on the documents and their order: how the work was split into parts, or
 into batches, does not change them.
 
 The index lives in memory; per document, in bytes:
   every distinct digest                     8
-  a kept document with a signature        374   (its 20 band keys with its number, 20 x (8 + 4); its
-                                                 sketch, 120; its length, 4; where its tokens are, 10)
-so about 380 bytes per kept document: 10 GB at 27M documents (30B tokens at Cosmopedia's ~1,100
-tokens a document). Band keys sit in sorted runs (SortedRuns), the rest in fixed-size blocks
-(Column): neither ever copies what it holds to grow, so the peak is the index plus one band's
-largest run while two runs merge (1/20 of the bands' share).
+  a kept document with a signature        374   (its 20 band keys with its number, 20 x (8 + 4), fewer
+                                                 where a bucket is full; its sketch, 120; its length, 4;
+                                                 where its tokens are, 10)
+so at most 382 bytes per kept document (bench.py data measures it). Band keys sit in sorted runs
+(SortedRuns), which merge one band at a time, so that merging adds at most one band's share; the
+rest in fixed-size blocks (Column), which never copy what they hold to grow.
 """
 
 import hashlib
@@ -37,6 +41,11 @@ LSH_BANDS, LSH_ROWS = 20, 6  # 20 bands of 6: a pair at Jaccard 0.8 becomes a ca
 SHINGLE = 5  # tokens per shingle
 NEAR_DUP_JACCARD = 0.8
 SCREEN_MARGIN = 0.15  # where the MinHash estimate alone decides (see DedupIndex.screen)
+# A band key holds at most this many kept documents (see DedupIndex). Without a bound, text that
+# shares boilerplate (templated sections, license headers) fills some buckets with a fixed share of
+# all documents, and the candidates per document grow with the corpus, so the pass is quadratic (the
+# offline generator's sections do this: BENCHMARKS.md).
+BUCKET_CAP = 32
 P64 = np.uint64(0x9E3779B97F4A7C15)  # an odd multiplier for polynomial hashing (mod 2^64)
 _MIX1, _MIX2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
 _EMPTY = np.uint64(2 ** 64 - 1)
@@ -271,7 +280,15 @@ class DedupIndex:
     def verdicts(self, digest: np.ndarray, bands: np.ndarray, sketches: np.ndarray, length: np.ndarray,
                  place: np.ndarray, offset: np.ndarray) -> np.ndarray:
         """0 (new, now in the index), EXACT or NEAR for each document of the batch, the batch being
-        the documents that come next in the stream, in order."""
+        the documents that come next in the stream, in order. Taken 2048 at a time, so that the
+        candidate pairs held at once stay bounded (at most 2048 x 20 x BUCKET_CAP)."""
+        out = np.zeros(len(digest), np.uint8)
+        for a in range(0, len(digest), 2048):
+            s = slice(a, a + 2048)
+            out[s] = self._verdicts(digest[s], bands[s], sketches[s], length[s], place[s], offset[s])
+        return out
+
+    def _verdicts(self, digest, bands, sketches, length, place, offset) -> np.ndarray:
         out = np.zeros(len(digest), np.uint8)
         out[self.exact(digest)] = EXACT
         self.digests.add(digest[out == 0])
@@ -288,29 +305,39 @@ class DedupIndex:
 
         # candidates among the documents kept before this batch, screened all at once
         found = [self.bands[b].find(B[:, b]) for b in range(LSH_BANDS)]
+        filed = np.stack([np.bincount(i, minlength=len(q)) for i, _ in found])  # (band, doc): kept ones with its key
         pair = np.unique(np.concatenate([i.astype(np.int64) << 32 | v for i, v in found]))
         pair_t, pair_id = pair >> 32, pair & 0xFFFFFFFF
-        said = screen(S[pair_t], self.sketches.take(pair_id), L[pair_t], self.lengths.take(pair_id))
-        keep = said != NO
-        pair_t, pair_id, said = pair_t[keep], pair_id[keep], said[keep]
+        said = np.empty(len(pair), np.uint8)
+        for c in range(0, len(pair), 1 << 16):  # 65,536 pairs' sketches at a time: 16 MB
+            i, j = pair_t[c:c + (1 << 16)], pair_id[c:c + (1 << 16)]
+            said[c:c + (1 << 16)] = screen(S[i], self.sketches.take(j), L[i], self.lengths.take(j))
+        near = np.zeros(len(q), bool)  # a kept candidate is clearly similar: no need to look further
+        near[pair_t[said == YES]] = True
+        check = said == CHECK  # the pairs whose exact similarity decides, with where the kept one's tokens are
+        pair_t, pair_id = pair_t[check], pair_id[check]
+        at = np.stack([self.places.take(pair_id), self.offsets.take(pair_id), self.lengths.take(pair_id)], axis=1).tolist()
+        kept_shingles = {}  # kept document -> shingles, fetched once per batch
+
+        def kept_similar(t: int, k: int) -> bool:
+            j = int(pair_id[k])
+            if j not in kept_shingles:
+                kept_shingles[j] = shingle_set(self.fetch(*at[k]))
+            return jaccard(shingles(t), kept_shingles[j]) >= NEAR_DUP_JACCARD
+
         # candidates inside the batch: documents that share a band key with another one of it
         collide = np.zeros(len(q), bool)
         for b in range(LSH_BANDS):
             _, inverse, counts = np.unique(B[:, b], return_inverse=True, return_counts=True)
             collide |= counts[inverse.ravel()] > 1
-        need = collide.copy()
+        need = collide | near
         need[pair_t] = True
         starts = np.searchsorted(pair_t, np.arange(len(q) + 1))  # pair_t is sorted
-        new = np.ones(len(q), bool)
-        kept_here = [dict() for _ in range(LSH_BANDS)]  # band key -> earlier kept colliders of the batch
-        for t in np.flatnonzero(need):
-            for k in range(starts[t], starts[t + 1]):
-                j = int(pair_id[k])
-                if said[k] == YES or jaccard(shingles(t), shingle_set(self.fetch(
-                        int(self.places.take([j])[0]), int(self.offsets.take([j])[0]),
-                        int(self.lengths.take([j])[0])))) >= NEAR_DUP_JACCARD:
-                    new[t] = False
-                    break
+        new = ~near
+        kept_here = [dict() for _ in range(LSH_BANDS)]  # band key -> earlier kept colliders of the batch filed there
+        for t in np.flatnonzero(need & new):
+            if any(kept_similar(t, k) for k in range(starts[t], starts[t + 1])):
+                new[t] = False
             if new[t] and collide[t]:
                 earlier = sorted({e for b in range(LSH_BANDS) for e in kept_here[b].get(int(B[t, b]), ())})
                 for e in earlier:
@@ -320,11 +347,22 @@ class DedupIndex:
                         break
                 if new[t]:
                     for b in range(LSH_BANDS):
-                        kept_here[b].setdefault(int(B[t, b]), []).append(t)
+                        here = kept_here[b].setdefault(int(B[t, b]), [])
+                        if filed[b, t] + len(here) < BUCKET_CAP:
+                            here.append(t)
         out[q[~new]] = NEAR
         ids = np.arange(self.kept, self.kept + int(new.sum()), dtype=np.uint32)
-        for b in range(LSH_BANDS):
-            self.bands[b].add(B[new, b], ids)
+        for b in range(LSH_BANDS if len(ids) else 0):
+            keys = B[new, b]
+            # filed if fewer than BUCKET_CAP kept documents have the key: those before this batch,
+            # then the earlier new ones of the batch (its rank among them, in order)
+            order = np.argsort(keys, kind="stable")
+            sk = keys[order]
+            first = np.flatnonzero(np.concatenate([[True], sk[1:] != sk[:-1]]))
+            rank = np.empty(len(keys), np.int64)
+            rank[order] = np.arange(len(keys)) - np.repeat(first, np.diff(np.concatenate([first, [len(keys)]])))
+            room = filed[b, new] + rank < BUCKET_CAP
+            self.bands[b].add(keys[room], ids[room])
         self.sketches.append(S[new])
         self.lengths.append(L[new])
         self.places.append(place[q[new]])

@@ -105,3 +105,76 @@ def test_verdicts_are_the_definitions_in_any_batches():
         assert got == expected, batch
         assert index.kept == sum(v == 0 and n >= 5 for v, n in zip(expected, length))
     assert fetched  # some pairs were decided exactly, from the tokens
+
+
+def test_a_bucket_files_only_its_first_kept_documents(monkeypatch):
+    # B is kept (Jaccard ~0.6 with A) but shares all 20 band keys with A; C is a near copy of B
+    # (Jaccard ~0.9), not of A, sharing 5 band keys with both. With room for one document per band
+    # key, B is filed nowhere, so C finds only A and is kept; with room for more, C is a near duplicate.
+    rng = random.Random(2)
+    a = [rng.randrange(50000) for _ in range(400)]
+    b = [rng.randrange(50000) if rng.random() < 0.05 else x for x in a]
+    c = [rng.randrange(50000) if rng.random() < 0.01 else x for x in b]
+    sa, sb, sc = shingles(a), shingles(b), shingles(c)
+    assert 0.5 < len(sa & sb) / len(sa | sb) < 0.8 < len(sb & sc) / len(sb | sc) and len(sa & sc) / len(sa | sc) < 0.8
+    arrays = [np.array(d, np.uint16) for d in (a, b, c)]
+    _, sketches = dedup.signatures(arrays)
+    bands = np.array([np.arange(20), np.arange(20), np.concatenate([np.arange(5), 100 + np.arange(15)])], np.uint64)
+    flat, length = np.concatenate(arrays), np.array([400, 400, 400])
+    for cap, verdict in ((1, 0), (2, dedup.NEAR), (dedup.BUCKET_CAP, dedup.NEAR)):
+        monkeypatch.setattr(dedup, "BUCKET_CAP", cap)
+        for batch in (1, 3):
+            index, got = dedup.DedupIndex(lambda place, off, n: flat[off:off + n]), []
+            for k in range(0, 3, batch):
+                s = slice(k, k + batch)
+                got += index.verdicts(np.arange(k, min(k + batch, 3), dtype=np.uint64), bands[s], sketches[s], length[s],
+                                      np.zeros(len(length[s]), np.uint16), np.array([0, 400, 800], np.uint64)[s]).tolist()
+            assert got == [0, 0, verdict], (cap, batch)
+
+
+def test_crowded_buckets_file_only_the_first_kept_documents_in_any_batches(monkeypatch):
+    # 12 families of 25 siblings, each a 300-token base with 4% of its tokens changed: siblings are
+    # at Jaccard ~0.5, so they crowd each other's buckets, and copies of siblings (0.5% changed) are
+    # near duplicates. With a cap of 2, the definition: a document is a near duplicate of an earlier
+    # kept one with Jaccard >= 0.8 that was filed in a band they share (filed: among the first 2 kept
+    # documents with that band's key). Even so crowded, no near duplicate is lost to the cap here: a
+    # copy shares many bands with its original.
+    monkeypatch.setattr(dedup, "BUCKET_CAP", 2)
+    rng = random.Random(1)
+    docs = []
+    for _ in range(12):
+        base = [rng.randrange(50000) for _ in range(300)]
+        for _ in range(25):
+            rate = 0.005 if docs and rng.random() < 0.3 else 0.04
+            src = list(docs[-1]) if rate == 0.005 else list(base)
+            docs.append([rng.randrange(50000) if rng.random() < rate else x for x in src])
+    rng.shuffle(docs)
+    arrays = [np.array(d, np.uint16) for d in docs]
+    bands, sketches = dedup.signatures(arrays)
+    expected, buckets, kept, overflow = [], [dict() for _ in range(dedup.LSH_BANDS)], {}, 0
+    for n, tokens in enumerate(docs):
+        s = shingles(tokens)
+        near = {j for b in range(dedup.LSH_BANDS) for j in buckets[b].get(int(bands[n, b]), [])}
+        if any(len(s & kept[j]) / len(s | kept[j]) >= 0.8 for j in near):
+            expected.append(dedup.NEAR)
+            continue
+        expected.append(0)
+        kept[n] = s
+        for b in range(dedup.LSH_BANDS):
+            filed = buckets[b].setdefault(int(bands[n, b]), [])
+            overflow += len(filed) >= 2
+            if len(filed) < 2:
+                filed.append(n)
+    assert overflow > 50 and expected.count(dedup.NEAR) > 30  # the cap is exercised
+    assert expected == brute_force(docs, list(range(len(docs))))
+    length = np.array([len(d) for d in docs], np.int64)
+    offset = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.uint64)
+    flat = np.concatenate(arrays)
+    for batch in (1, 13, len(docs)):
+        index = dedup.DedupIndex(lambda place, off, n: flat[off:off + n])
+        got = []
+        for a in range(0, len(docs), batch):
+            s = slice(a, a + batch)
+            got += index.verdicts(np.arange(a, a + len(docs[s]), dtype=np.uint64), bands[s], sketches[s], length[s],
+                                  np.zeros(len(docs[s]), np.uint16), offset[s]).tolist()
+        assert got == expected, batch
