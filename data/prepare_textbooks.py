@@ -93,9 +93,10 @@ from collections import Counter, deque
 from typing import Iterable, Iterator, Optional
 
 try:
+    import fcntl
     import resource
-except ImportError:  # not on Windows: peak memory is then not reported
-    resource = None
+except ImportError:  # not on Windows: no lock against two processes building the same part, no peak memory
+    fcntl = resource = None
 
 import numpy as np
 import tiktoken
@@ -403,8 +404,10 @@ class Analyzer:
             ids = []
             for i, part in enumerate(text.split(EOT)):
                 ids.extend((self.eot_as_text if i else []) + self.tok.encode(part))
-        else:
+        elif "  " in text or "\t\t" in text:
             ids = self.tok.encode(text)
+        else:  # no run of spaces or tabs for the added tokens to cut: Tokenizer.encode's split is a no-op
+            ids = self.tok.enc.encode_ordinary(text)  # and costs as much as the BPE on prose (Python's re)
         return np.array(ids, dtype=DTYPE)
 
 
@@ -624,7 +627,9 @@ def plan_sources(args) -> dict:
 
 
 MERGE_SETTINGS = ("weights", "val_fraction", "shard_tokens")  # what only the merge depends on
-HOW_SETTINGS = ("out_dir", "num_proc", "force", "concurrency", "shard", "merge", "mix")  # how, not what (mix: weights)
+# how the build runs, not what it makes (mix: see weights; an answer depends on the model, not on the server)
+HOW_SETTINGS = ("out_dir", "num_proc", "force", "shard", "merge", "mix", "api_base", "api_key_env", "concurrency",
+                "retries", "backoff", "request_timeout")
 
 
 def fingerprints(args, plan: dict) -> tuple:
@@ -768,6 +773,20 @@ def remove_temporaries(directory: str, names: tuple) -> None:
             os.remove(os.path.join(directory, name))
 
 
+def lock(directory: str, what: str):
+    """An exclusive lock on directory/.lock, held until the returned file is closed: a second process
+    building the same part (a job started twice) stops with an error instead of mixing its writes in."""
+    f = open(os.path.join(directory, ".lock"), "a")
+    if fcntl is not None:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise ValueError(f"{what} is being built by another process right now (it holds {f.name}): wait for "
+                             f"it to finish, or stop it") from None
+    return f
+
+
 class Part:
     """The files of one part: tokens.bin (every passed document's tokens, each followed by the
     separator), records.bin (one RECORD per document, dropped or not) and progress.json. Both data
@@ -777,6 +796,7 @@ class Part:
 
     def __init__(self, directory: str, fp: str, part: int, n_parts: int, fresh: bool):
         os.makedirs(directory, exist_ok=True)
+        self.files = [lock(directory, f"part {part}/{n_parts}")]  # closed, so released, with the others
         remove_temporaries(directory, (r"progress\.json",))
         self.dir = directory
         self.progress = None if fresh else read_progress(directory, fp)
@@ -784,30 +804,29 @@ class Part:
             self.progress = dict(fingerprint=fp, part=part, parts=n_parts, tokens=0, records=0, next=[0, 0, 0],
                                  synthetic_produced=0, synthetic_end=None, synthetic_exhausted=False,
                                  openai=None, finished=False, seconds=0.0)
-        self.files = []
         for name, count, size in (("tokens.bin", self.progress["tokens"], DTYPE.itemsize),
                                   ("records.bin", self.progress["records"], RECORD.itemsize)):
             path = os.path.join(directory, name)
             f = open(path, "r+b" if os.path.exists(path) else "w+b")
+            self.files.append(f)
             if f.seek(0, os.SEEK_END) < count * size:
-                f.close()
+                self.close()
                 raise ValueError(f"{path} is shorter than its progress.json says: the part's files were damaged; "
                                  f"build it again with --force")
             f.truncate(count * size)
             f.seek(count * size)
-            self.files.append(f)
         self.tokens, self.records, self.uncommitted = self.progress["tokens"], self.progress["records"], 0
 
     def append(self, rec: np.ndarray, tokens: np.ndarray) -> None:
         rec["offset"][rec["why"] == 0] += self.tokens
-        self.files[0].write(tokens.tobytes())
-        self.files[1].write(rec.tobytes())
+        self.files[1].write(tokens.tobytes())
+        self.files[2].write(rec.tobytes())
         self.tokens += len(tokens)
         self.records += len(rec)
         self.uncommitted += len(tokens)
 
     def commit(self, **changes) -> None:
-        for f in self.files:
+        for f in self.files[1:]:
             f.flush()
             os.fsync(f.fileno())
         self.progress.update(tokens=self.tokens, records=self.records, **changes)
@@ -992,7 +1011,6 @@ def decide(args, plan: dict, parts: list, progress: list, directory: str) -> dic
     # the synthetic documents that every part produced: those before the first one some part did not
     covered = min((key_of(syn, *p["synthetic_end"]) for p in progress if p["synthetic_end"] is not None), default=NO_KEY)
     produced, reached, gen = 0, target is None, np.zeros(len(GENERATOR_STATS), np.int64)
-    os.makedirs(directory, exist_ok=True)
     kept_path = os.path.join(directory, "kept.bin")
     bar = tqdm(total=sum(p["records"] for p in progress), unit="doc", desc="dedup    ", disable=None, dynamic_ncols=True)
     with open(kept_path + ".tmp", "wb") as kept_file:
@@ -1138,10 +1156,12 @@ def write_split(out_dir: str, split: str, order: np.ndarray, kept: np.ndarray, p
 
             def write(tmp):
                 with open(tmp, "wb", buffering=1 << 22) as f:
-                    for place, offset, length in zip(docs["place"].tolist(), docs["offset"].tolist(), docs["length"].tolist()):
-                        data = parts[place].read(offset, length + 1)  # the document and its separator
-                        f.write(data)
-                        h.update(data)
+                    for c in range(0, len(docs), 1 << 16):  # lists of a bounded number of Python ints
+                        d = docs[c:c + (1 << 16)]
+                        for place, offset, length in zip(d["place"].tolist(), d["offset"].tolist(), d["length"].tolist()):
+                            data = parts[place].read(offset, length + 1)  # the document and its separator
+                            f.write(data)
+                            h.update(data)
             shards.atomic_write(path, write)
             journal["shards"][name] = done = {"tokens": tokens, "sha256": h.hexdigest()}
             shards.write_json(journal_path, journal)
@@ -1209,14 +1229,24 @@ def find_parts(out_dir: str, fp: str) -> int:
                      f"{', ...' if len(missing) > 8 else ''}): run them with --shard I/{n}, with the same flags")
 
 
-def peak_mb(who) -> Optional[float]:
-    """Peak resident memory in MB of this process (RUSAGE_SELF) or of its largest finished child."""
+def peak_mb(children: bool = False) -> Optional[float]:
+    """Peak resident memory in MB of this process, or of its largest finished child (the workers).
+    This process's own comes from VmHWM, its address space's high-water mark: getrusage's ru_maxrss
+    survives exec on Linux, so a process started by a larger one would report its parent's peak."""
+    if not children:
+        try:
+            with open("/proc/self/status") as f:
+                return round(next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024, 1)
+        except (OSError, StopIteration, ValueError, IndexError):
+            pass
     if resource is None:
         return None
-    return round(resource.getrusage(who).ru_maxrss / (2 ** 20 if sys.platform == "darwin" else 2 ** 10), 1)
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / (2 ** 20 if sys.platform == "darwin" else 2 ** 10), 1)
 
 
-def merge(args, plan: dict, pfp: str, mfp: str, n_parts: int, peak_before: Optional[float]) -> dict:
+def merge(args, plan: dict, pfp: str, mfp: str, n_parts: int, peak_before: Optional[float],
+          peak_workers: Optional[float]) -> dict:
     """Step 2: decisions (kept once made), mixture, final shards (each kept once written), meta.json."""
     t0 = time.time()
     base = os.path.join(args.out_dir, "parts", pfp[:12])
@@ -1225,10 +1255,11 @@ def merge(args, plan: dict, pfp: str, mfp: str, n_parts: int, peak_before: Optio
     for i, prog in enumerate(progress):
         if not (prog and prog["finished"]):
             raise ValueError(f"part {i}/{n_parts} is not finished: run it with --shard {i}/{n_parts}")
-    parts = []
+    os.makedirs(directory, exist_ok=True)
+    held, parts = lock(directory, f"the merge of {os.path.relpath(base, args.out_dir)}"), []
+    remove_temporaries(directory, (r"decisions\.json", r"written\.json"))
     try:
-        for i, prog in enumerate(progress):
-            parts.append(PartFiles(part_dir(args.out_dir, pfp, i, n_parts), prog))
+        parts = [PartFiles(part_dir(args.out_dir, pfp, i, n_parts), prog) for i, prog in enumerate(progress)]
         decisions = None if args.force else read_decisions(directory, progress)
         if decisions is None:
             decisions = decide(args, plan, parts, progress, directory)
@@ -1240,10 +1271,13 @@ def merge(args, plan: dict, pfp: str, mfp: str, n_parts: int, peak_before: Optio
                            f"reach its weight; give it more input or a lower weight", file=sys.stderr)
         journal_path = os.path.join(directory, "written.json")
         journal = {"fingerprint": mfp, "shards": {}}
-        if not args.force and os.path.exists(journal_path):
+        try:
             with open(journal_path) as f:
                 old = json.load(f)
-            journal = old if old.get("fingerprint") == mfp else journal
+            if not args.force and old["fingerprint"] == mfp and isinstance(old["shards"], dict):
+                journal = old
+        except (OSError, ValueError, KeyError, TypeError):  # none yet, or torn: the shards are written again
+            pass
         # From here on out_dir changes. meta.json marks a finished build: remove an old one first, so
         # that a build stopped half way never looks finished (its shards may be a mix of old and new).
         # Not earlier: a build that fails before writing leaves the previous one whole and usable.
@@ -1262,6 +1296,7 @@ def merge(args, plan: dict, pfp: str, mfp: str, n_parts: int, peak_before: Optio
     finally:
         for p in parts:
             p.close()
+        held.close()
     meta = {
         "format": "token shards (data/shards.py): flat uint16 token ids, every document followed by eot_id",
         "tokenizer": {"name": "phi-1.5 (CodeGen): GPT-2 BPE + 38 whitespace tokens", "ranks_sha256": RANKS_SHA256,
@@ -1287,9 +1322,8 @@ def merge(args, plan: dict, pfp: str, mfp: str, n_parts: int, peak_before: Optio
         "arguments": {k: v for k, v in vars(args).items() if k != "weights"},
         "versions": versions(),
         "seconds": round(time.time() - t0 + sum(p["seconds"] for p in progress), 1),
-        "peak_memory_mb": {"main_process": peak_mb(resource.RUSAGE_SELF) if resource else None,
-                           "main_process_before_merge": peak_before,
-                           "largest_worker": peak_mb(resource.RUSAGE_CHILDREN) if resource else None},
+        "peak_memory_mb": {"main_process": peak_mb(), "main_process_before_merge": peak_before,
+                           "largest_worker": peak_workers},
         "fingerprint": mfp,
         "parts_fingerprint": pfp,
     }
@@ -1347,6 +1381,7 @@ def build(args) -> dict:
               f"nothing to do (--force rebuilds)", file=sys.stderr)
         return done
     remove_temporaries(args.out_dir, (r"(?:train|val)-\d{5}\.bin", r"meta\.json", r"train\.bin", r"val\.bin"))
+    workers = None
     if args.merge:
         n_parts = find_parts(args.out_dir, pfp)
     else:
@@ -1355,7 +1390,10 @@ def build(args) -> dict:
             build_part(args, plan, pfp, 0, 1, pool)
         finally:
             stop_pool(pool)
-    return merge(args, plan, pfp, mfp, n_parts, peak_mb(resource.RUSAGE_SELF) if resource else None)
+        # now, before any other child: a child's peak counts its parent's memory at the fork (and
+        # platform.platform(), for meta.json, runs uname in one)
+        workers = peak_mb(children=True) if pool is not None else None
+    return merge(args, plan, pfp, mfp, n_parts, peak_mb(), workers)
 
 
 def summary(meta: dict) -> str:
@@ -1386,8 +1424,9 @@ def main(argv=None) -> None:
         return
     i, n = args.shard
     print(f"part {i}/{n}: {result['tokens']:,} tokens of {result['records']:,} documents in "
-          f"{part_dir(args.out_dir, result['fingerprint'], i, n)}, in {result['seconds']}s; when all {n} parts are "
-          f"done, run the same command with --merge in place of --shard {i}/{n}")
+          f"{part_dir(args.out_dir, result['fingerprint'], i, n)}, in {result['seconds']}s; "
+          + (f"when all {n} parts are done, " if n > 1 else "") + f"run the same command with --merge in place of "
+          f"--shard {i}/{n} to write the shards")
 
 
 def interrupted(signum, frame):

@@ -622,3 +622,18 @@ def test_the_merge_refuses_parts_that_are_missing_unfinished_or_of_other_flags(t
     pt.main([*args, "--shard", "1/3"])
     pt.main([*args, "--merge"])
     assert json.loads((tmp_path / "o" / "meta.json").read_text())["parts"]["count"] == 3
+
+
+def test_a_part_started_twice_at_once_stops_the_second_with_one_clear_error(tmp_path):
+    import fcntl
+    text = write_jsonl(tmp_path / "in.jsonl", [prose(random.Random(90 + i), 50) for i in range(8)])
+    argv = ["--out_dir", str(tmp_path / "o"), "--num_proc", "1", "--text", str(text), "--mix", "text=1", "--shard", "1/2"]
+    args = pt.parse_args(argv)
+    directory = pt.part_dir(args.out_dir, pt.fingerprints(args, pt.plan_sources(args))[0], 1, 2)
+    os.makedirs(directory)
+    with open(os.path.join(directory, ".lock"), "a") as held:  # as the first process holds it
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(ValueError, match=r"^part 1/2 is being built by another process right now"):
+            pt.main(argv)
+    pt.main(argv)  # once the first is done
+    assert json.loads(open(os.path.join(directory, "progress.json")).read())["finished"]
