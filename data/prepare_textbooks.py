@@ -60,9 +60,14 @@ Output in --out_dir (default data/textbooks/, next to this script), in data/shar
   meta.json the shards (tokens, documents, tokens per source, sha256), counts per source, drops per
             filter, the mixture realized, dedup settings and index size, peak memory, seed, versions
   parts/    the parts' files, kept so that a new --mix, --val_fraction or --shard_tokens only merges
-            again; delete them when the corpus is final
+            again (a merge removes the parts of builds with other flags); delete them when the corpus
+            is final
 A literal "<|endoftext|>" inside a document is kept as text (its ordinary BPE tokens), not turned
 into the separator, so a document never splits in two.
+
+Memory. A part holds no document: its main process and each worker stay the same size whatever the
+corpus. The merge holds the dedup index (data/dedup.py: at most 382 bytes per kept document) and
+buffers of a bounded size; bench.py data measures both.
 
 Interruptions. Every file is written atomically or committed: a killed build, run again with the
 same command, continues a part from its last commit, keeps the merge's decisions once they are
@@ -1328,7 +1333,8 @@ def merge(args, plan: dict, pfp: str, mfp: str, n_parts: int, peak_before: Optio
         "parts_fingerprint": pfp,
     }
     listed = {x["file"] for split in listing.values() for x in split}
-    for name in os.listdir(args.out_dir):  # shards of an older build that this one does not list
+    for name in os.listdir(args.out_dir):  # shards of an older build that this one does not list, and the
+        # train.bin and val.bin of builds before shards (which shards.open_split would not read next to these)
         if (shards.SHARD_FILE.fullmatch(name) and name not in listed) or name in ("train.bin", "val.bin"):
             os.remove(os.path.join(args.out_dir, name))
     shards.write_json(os.path.join(args.out_dir, shards.META), meta)
