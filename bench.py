@@ -3,7 +3,7 @@ Benchmarks that time nanophi and a peer side by side, in one run, and print rati
 
     python bench.py sample                  # greedy decoding: nanophi vs transformers' generate
     python bench.py sample --shape phi-1.5  # the same at the 1.3B shape
-    python bench.py data                    # data/prepare_textbooks.py vs raw tiktoken, same corpus
+    python bench.py data                    # data/prepare_textbooks.py vs raw tiktoken, same corpus; peak memory
     python bench.py kernels                 # kernels.py's Triton attention and LayerNorm vs PyTorch (GPU)
     python bench.py train                   # a training step: nanophi vs transformers' PhiForCausalLM
     python bench.py loss                    # lm_head + cross-entropy: the fused loss vs the plain one
@@ -16,7 +16,9 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
+import sysconfig
 import time
 
 import torch
@@ -25,6 +27,8 @@ from checkpoint import config_to_hf
 from common import compile_decode_step, flops_per_token, machine, matmul_peak, sync
 from kernels import linear_cross_entropy
 from model import Phi, PhiConfig
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 def hf_twin(model: Phi):
@@ -95,62 +99,124 @@ def bench_sample(args) -> None:
         print(f"{name:24s} {tps:10.1f} {tps / base:15.2f}x {100 * tps * flops / peak:7.2f}%  {same}")
 
 
+def run_prepare(argv: list) -> tuple:
+    """data/prepare_textbooks.py in a process of its own (a script is not imported): (seconds, meta.json)."""
+    out = argv[argv.index("--out_dir") + 1]
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "data", "prepare_textbooks.py"), *map(str, argv)],
+                       capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if p.returncode:
+        sys.exit(f"bench.py: error: prepare_textbooks.py failed: {p.stderr.strip().splitlines()[-1:]}")
+    with open(os.path.join(out, "meta.json")) as f:
+        return seconds, json.load(f)
+
+
 def bench_data(args) -> None:
-    """data/prepare_textbooks.py end to end (read, filter, dedup, decontaminate, tokenize, write)
-    against raw tiktoken encode_ordinary_batch, on the same documents and the same number of cores."""
+    """data/prepare_textbooks.py end to end (read, filter, tokenize, decontaminate, dedup, mix, write
+    the shards), in a process of its own as a user runs it, against raw tiktoken encode_ordinary_batch
+    on the same documents, at 1 and --num_proc processes (threads for tiktoken). Then its peak memory
+    building --memory_tokens of synthetic textbooks, one run each."""
     import shutil
     import tempfile
-    from data import prepare_textbooks as pt, textbook_generator
+    from data import textbook_generator
     from tokenizer import Tokenizer
     work = tempfile.mkdtemp(prefix="nanophi_bench_data_")
+    procs = sorted({1, args.num_proc})
     try:
-        # the corpus: offline textbook sections (about --synthetic_tokens) and the stdlib's source files
+        # the corpus: offline textbook sections (about --synthetic_tokens) and as many characters of
+        # the stdlib's Python files (all of them at the default size), as two JSONL files, so that
+        # both contenders read exactly the same documents
         t0, sections, chars = time.perf_counter(), [], 0
         while chars < 4 * args.synthetic_tokens:  # about 4 characters per token
             sections.append(textbook_generator.section(0, len(sections)).text)
             chars += len(sections[-1])
         gen_seconds = time.perf_counter() - t0
-        jsonl = os.path.join(work, "textbooks.jsonl")
-        with open(jsonl, "w") as f:
-            f.writelines(json.dumps({"text": t}) + "\n" for t in sections)
-        code = [t for t, why in map(pt.read_file, pt.walk(pt.stdlib_dir(), list(pt.CODE_EXTENSIONS))) if why is None]
+        code, code_chars = [], 0
+        stdlib = sysconfig.get_paths()["stdlib"]
+        for root, dirs, files in os.walk(stdlib):
+            dirs[:] = sorted(d for d in dirs if d not in ("test", "tests", "idle_test", "site-packages", "__pycache__"))
+            for name in sorted(f for f in files if f.endswith(".py")):
+                try:
+                    with open(os.path.join(root, name), encoding="utf-8") as f:
+                        code.append(f.read())
+                except (OSError, UnicodeDecodeError):
+                    continue
+                code_chars += len(code[-1])
+                if code_chars >= chars:
+                    break
+            if code_chars >= chars:
+                break
+        paths = {}
+        for name, texts in (("textbooks", sections), ("code", code)):
+            paths[name] = os.path.join(work, f"{name}.jsonl")
+            with open(paths[name], "w") as f:
+                f.writelines(json.dumps({"text": t}) + "\n" for t in texts)
         texts = sections + code
         mb = sum(len(t.encode()) for t in texts) / 1e6
         enc = Tokenizer().enc  # GPT-2's BPE ranks: tiktoken's r50k_base
 
-        def raw():
-            return sum(map(len, enc.encode_ordinary_batch(texts, num_threads=args.num_proc)))
+        def raw(n):
+            return lambda: sum(map(len, enc.encode_ordinary_batch(texts, num_threads=n)))
 
-        def pipeline():
-            pt._ANALYZER = None  # loading the tokenizer and the HumanEval index is part of the cost
-            out = os.path.join(work, "out")
-            meta = pt.build(pt.parse_args(["--out_dir", out, "--mix", "all", "--synthetic_tokens", "0", "--text", jsonl,
-                                           "--code", pt.stdlib_dir(), "--num_proc", str(args.num_proc), "--force"]))
-            shutil.rmtree(out)
-            return meta["splits"]["train"]["tokens"] + meta["splits"]["val"]["tokens"]
+        def pipeline(n):
+            def go():
+                out = os.path.join(work, "out")
+                _, meta = run_prepare(["--out_dir", out, "--mix", "all", "--synthetic_tokens", 0, "--text",
+                                       paths["textbooks"], "--code", paths["code"], "--num_proc", n, "--force"])
+                shutil.rmtree(out)
+                return meta["splits"]["train"]["tokens"] + meta["splits"]["val"]["tokens"]
+            return go
 
-        contenders = [("raw tiktoken encode_ordinary_batch", raw), ("prepare_textbooks.py", pipeline)]
+        contenders = [(n, name, fn) for n in procs for name, fn in
+                      (("raw tiktoken encode_ordinary_batch", raw(n)), ("prepare_textbooks.py", pipeline(n)))]
         seconds, tokens = {}, {}
-        for _ in range(args.repeats):  # interleaved, so drifts in machine load hit both alike
-            for name, fn in contenders:
+        for _ in range(args.repeats):  # interleaved, so drifts in machine load hit all alike
+            for n, name, fn in contenders:
                 t0 = time.perf_counter()
-                tokens[name] = fn()
-                seconds.setdefault(name, []).append(time.perf_counter() - t0)
+                tokens[n, name] = fn()
+                seconds.setdefault((n, name), []).append(time.perf_counter() - t0)
+        print(f"\ncorpus building, {len(texts):,} documents ({len(sections):,} offline textbook sections + {len(code):,} "
+              f"stdlib files, {mb:.1f} MB), median of {args.repeats}")
+        print(f"machine: {machine()}")
+        print(f"{'':36s} {'procs':>5s} {'tokens':>11s} {'tokens/s':>11s} {'MB/s':>7s} {'vs raw tok/s':>13s} {'vs raw MB/s':>12s}")
+        rate = {}
+        for n, name, _ in contenders:
+            t = statistics.median(seconds[n, name])
+            rate[n, name] = (tokens[n, name] / t, mb / t)
+            base = rate[n, contenders[0][1]]
+            print(f"{name:36s} {n:5d} {tokens[n, name]:11,d} {rate[n, name][0]:11,.0f} {rate[n, name][1]:7.2f} "
+                  f"{rate[n, name][0] / base[0]:12.2f}x {rate[n, name][1] / base[1]:11.2f}x")
+        if len(procs) > 1:
+            print(f"speed-up from 1 to {procs[-1]} processes (threads): " + ", ".join(
+                f"{name} {rate[procs[-1], name][1] / rate[1, name][1]:.2f}x" for _, name, _ in contenders[:2]))
+        print("raw tiktoken counts GPT-2 tokens of every document; prepare_textbooks.py counts the phi tokens it wrote "
+              "(fewer: phi has whitespace tokens, and filtered or duplicate documents are dropped)")
+        print(f"offline generator (not timed above): {chars / 4 / gen_seconds:,.0f} tokens/s, one process")
+
+        sizes = [int(x) for x in args.memory_tokens.replace("_", "").split(",") if x]
+        if sizes:
+            print(f"\npeak memory, synthetic textbooks only (--mix synthetic=1), --num_proc {args.num_proc}, one run each")
+            print(f"{'--synthetic_tokens':>18s} {'docs kept':>10s} {'seconds':>8s} {'main MB':>8s} {'before merge':>12s} "
+                  f"{'largest worker':>14s} {'index MB':>9s} {'index B/doc':>11s}")
+            rows = []
+            for size in sizes:
+                out = os.path.join(work, "memory")
+                sec, meta = run_prepare(["--out_dir", out, "--mix", "synthetic=1", "--synthetic_tokens", size,
+                                         "--num_proc", args.num_proc])
+                shutil.rmtree(out)
+                peak, index = meta["peak_memory_mb"], meta["dedup_index"]
+                rows.append((size, index["documents_kept"], peak["main_process"], index["bytes"] / 1e6))
+                print(f"{size:18,d} {index['documents_kept']:10,d} {sec:8.1f} {peak['main_process']:8.1f} "
+                      f"{peak['main_process_before_merge']:12.1f} {peak['largest_worker']:14.1f} "
+                      f"{index['bytes'] / 1e6:9.1f} {index['bytes_per_kept_document']:11.1f}")
+            for (s0, d0, m0, i0), (s1, d1, m1, i1) in zip(rows, rows[1:]):
+                print(f"from {s0:,} to {s1:,} tokens: the main process grew by {m1 - m0:.1f} MB, the dedup index by "
+                      f"{i1 - i0:.1f} MB ({(m1 - m0) * 1e6 / (d1 - d0):.0f} bytes of peak memory per added document)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\ncorpus building, {len(texts):,} documents ({len(sections):,} offline textbook sections + {len(code):,} "
-          f"stdlib files, {mb:.1f} MB), {args.num_proc} threads/processes, median of {args.repeats}")
-    print(f"machine: {machine()}")
-    print(f"{'':36s} {'tokens':>11s} {'tokens/s':>11s} {'MB/s':>7s} {'vs raw tok/s':>13s} {'vs raw MB/s':>12s}")
-    base = {k: v / statistics.median(seconds[contenders[0][0]]) for k, v in
-            (("tps", tokens[contenders[0][0]]), ("mbs", mb))}
-    for name, _ in contenders:
-        t = statistics.median(seconds[name])
-        print(f"{name:36s} {tokens[name]:11,d} {tokens[name] / t:11,.0f} {mb / t:7.2f} "
-              f"{tokens[name] / t / base['tps']:12.2f}x {mb / t / base['mbs']:11.2f}x")
-    print("raw tiktoken counts GPT-2 tokens of every document; prepare_textbooks.py counts the phi tokens it wrote "
-          "(fewer: phi has whitespace tokens, and filtered or duplicate documents are dropped)")
-    print(f"offline generator (not timed above): {chars / 4 / gen_seconds:,.0f} tokens/s, one process")
+
+
 def median_seconds(fn, device: torch.device, repeats: int = 10, inner: int = 10) -> float:
     """Seconds per call of fn: the median, over repeats, of a window of inner back-to-back calls
     (so that one synchronisation is spread over many calls). fn runs 3 times first: autotuning."""
@@ -407,10 +473,12 @@ def main(argv=None) -> None:
     s.add_argument("--repeats", type=int, default=5)
     s.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     s.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    d = sub.add_parser("data", help="data/prepare_textbooks.py against raw tiktoken on the same corpus")
+    d = sub.add_parser("data", help="data/prepare_textbooks.py against raw tiktoken on the same corpus; its peak memory")
     d.add_argument("--synthetic_tokens", type=int, default=3_000_000, help="size of the textbook part of the corpus")
     d.add_argument("--num_proc", type=int, default=os.cpu_count() or 1)
     d.add_argument("--repeats", type=int, default=3)
+    d.add_argument("--memory_tokens", default="10_000_000,100_000_000",
+                   help="corpus sizes of the peak-memory runs, comma-separated ('' for none)")
     k = sub.add_parser("kernels", help="kernels.py's Triton attention and LayerNorm against PyTorch (CUDA)")
     k.add_argument("--batch", type=int, default=8)
     k.add_argument("--heads", type=int, default=32)

@@ -54,6 +54,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from checkpoint import (copy_command, from_state_dict, load_model, newest_checkpoint, read_checkpoint,
                         save_pretrained, tidy_checkpoints, write_checkpoint)
 from common import device_peak, flops_per_token, resolve_device_dtype
+from data.shards import describe, open_split
 from model import PRESETS, Phi, PhiConfig
 
 
@@ -65,7 +66,7 @@ class TrainConfig:
     # where things are
     out_dir: str = "out"                 # checkpoints, log.jsonl, and the exported model (out_dir/hf)
     overwrite: bool = False              # start afresh in an out_dir that holds a run, deleting that run
-    data_dir: str = "data/textbooks"     # train.bin and val.bin: flat uint16 token ids
+    data_dir: str = "data/textbooks"     # data/prepare_textbooks.py's output: meta.json and uint16 token shards
     init_from: str = "scratch"           # scratch | resume | a Hugging Face phi directory or hub name | a .pt
     model: str = "phi-1.5"               # the model preset (model.PRESETS) when init_from=scratch
     dropout: Optional[float] = None      # sets the model's three dropouts; none: keep the model's (phi-1.5: 0)
@@ -94,7 +95,7 @@ class TrainConfig:
     fsdp: bool = False                   # shard parameters, gradients and optimizer state (FSDP2 fully_shard)
     # evaluation, logging, checkpoints
     eval_interval: int = 500             # val loss every this many steps (and at the end)
-    eval_sequences: int = 256            # the fixed val set: this many windows, evenly spaced over val.bin
+    eval_sequences: int = 256            # the fixed val set: this many windows, evenly spaced over the val split
     log_interval: int = 10               # print a line every this many steps (log.jsonl gets every step)
     checkpoint_interval: int = 500       # checkpoint every this many steps (and at the end, and on SIGTERM)
     keep_last: int = 3                   # older checkpoints kept (ckpt-STEP.pt) besides out_dir/ckpt.pt, the newest
@@ -128,13 +129,13 @@ def train(cfg: TrainConfig, ckpt: Optional[dict], world_size: int, local_rank: i
     prepare_out_dir(cfg, fresh=ckpt is None)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
-    train_data = open_tokens(os.path.join(cfg.data_dir, "train.bin"), cfg.block_size)
-    val_data = open_tokens(os.path.join(cfg.data_dir, "val.bin"), cfg.block_size)
+    train_data = open_tokens(cfg.data_dir, "train", cfg.block_size)
+    val_data = open_tokens(cfg.data_dir, "val", cfg.block_size)
     n_train = n_windows(train_data, cfg.block_size)
     val_set = val_windows(val_data, cfg.block_size, cfg.eval_sequences)
     if len(val_set) < world_size:
         raise ConfigError(f"the val set has {len(val_set)} windows, fewer than the {world_size} processes; "
-                          f"raise --eval_sequences or add data to val.bin")
+                          f"raise --eval_sequences or add data to the val split")
 
     raw = build(cfg, ckpt, device)  # the model itself; `model` is what runs it (compiled, DDP)
     vocab_size = raw.config.vocab_size
@@ -152,9 +153,10 @@ def train(cfg: TrainConfig, ckpt: Optional[dict], world_size: int, local_rank: i
         print(json.dumps(asdict(cfg), indent=1), flush=True)
         log.write(f"model {raw.num_params() / 1e6:.1f}M parameters; {world_size} process(es) on {device.type}, "
                   f"{str(dtype).removeprefix('torch.')}; grad_accum {grad_accum}; {tokens_per_step:,} tokens "
-                  f"per step; train.bin {len(train_data):,} tokens ({n_train:,} windows), val set "
+                  f"per step; train {len(train_data):,} tokens ({n_train:,} windows), val set "
                   f"{len(val_set)} windows")
-        log.write(f"unigram entropy of train.bin: {unigram_entropy(train_data):.3f} nats per token "
+        log.write(describe(cfg.data_dir, cfg.max_iters * tokens_per_step))  # the sources' shares, and epochs
+        log.write(f"unigram entropy of the train split: {unigram_entropy(train_data):.3f} nats per token "
                   f"(the loss of a model that ignores context)")
         log.write(f"MFU against {peak / 1e12:.3f} TFLOP/s per device ({peak_name})")
         log.record({"event": "resume" if ckpt is not None else "start", "step": step,
@@ -385,20 +387,14 @@ def peak_memory(device: torch.device) -> float:
 
 
 # -----------------------------------------------------------------------------
-# Data: windows of block_size + 1 tokens of a flat uint16 memmap
+# Data: windows of block_size + 1 tokens of a split's uint16 shards, seen as one array (data/shards.py)
 
-def open_tokens(path: str, block_size: int) -> np.memmap:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found; prepare the data first (python data/prepare_textbooks.py) "
-                                f"or point --data_dir at a directory with train.bin and val.bin")
-    size = os.path.getsize(path)
-    if size % 2:
-        raise ValueError(f"{path} has an odd number of bytes: it is not a uint16 token file")
-    # checked before mapping: numpy cannot map an empty file, and its error does not name it
-    if size // 2 < block_size + 1:
-        raise ValueError(f"{path} holds {size // 2} tokens, fewer than one window of block_size + 1 = "
+def open_tokens(data_dir: str, split: str, block_size: int):
+    tokens, name = open_split(data_dir, split)  # a missing, odd-sized or cut short shard: one clear error
+    if len(tokens) < block_size + 1:
+        raise ValueError(f"{name} holds {len(tokens)} tokens, fewer than one window of block_size + 1 = "
                          f"{block_size + 1}; use more data or a smaller --block_size")
-    return np.memmap(path, dtype=np.uint16, mode="r")
+    return tokens
 
 
 def n_windows(data: np.ndarray, block_size: int) -> int:

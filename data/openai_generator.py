@@ -85,11 +85,18 @@ def cache_key(body: dict) -> str:
 class Cache:
     """Answers on disk, one JSON object per line, appended (and flushed to disk) as they arrive.
     A line cut short by a crash, even inside a character, is ignored on the next load, as is any
-    line that does not hold an answer."""
+    line that does not hold an answer. Answers are also looked up in the caches `read_also` (those
+    of the other parts of a build), which are only read."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, read_also: tuple = ()):
         self.path, self.answers, self.torn, self.closed = path, {}, 0, False
         self.lock = threading.Lock()
+        for other in read_also:
+            self.load(other)
+        self.torn = 0  # counted in this cache only: the others may be written to as they are read
+        self.load(path)
+
+    def load(self, path: str) -> None:
         if os.path.exists(path):
             with open(path, "rb") as f:  # bytes: a line cut inside a character must not stop the load
                 for line in f:
@@ -263,16 +270,17 @@ def interrupted(e: Optional[BaseException]) -> bool:
 
 
 def answers(cfg: OpenAIConfig, prompts: Iterable[str], cache_path: str, stats: dict, log=None,
-            skip_failed: bool = False) -> Iterator[dict]:
+            skip_failed: bool = False, read_also: tuple = ()) -> Iterator[dict]:
     """The answer record of each prompt ({"key", "model", "prompt", "text", "finish_reason"}), in
     prompt order, for as long as the caller pulls. Up to cfg.concurrency requests run ahead of the
     caller; every answer is cached as it arrives, and a prompt already in the cache is not sent.
     When the caller stops, the requests in flight finish (and are cached), unless a Ctrl-C stopped
     it: then they are cut off at once. With skip_failed, a prompt whose request still failed after
     cfg.retries retries gives {"key", "prompt", "error"} (not cached, so a rerun asks again)
-    instead of stopping everything; a request the server rejects (4xx, a redirect) always stops."""
+    instead of stopping everything; a request the server rejects (4xx, a redirect) always stops.
+    Answers are also looked up in the caches read_also (see Cache)."""
     client = Client(cfg, log)
-    cache = Cache(cache_path)
+    cache = Cache(cache_path, read_also)
     stats.update(cached_at_start=len(cache.answers), torn_cache_lines=cache.torn, requests=0, retries=0,
                  answers_new=0, answers_from_cache=0, truncated=0, empty=0, failed=0, model=cfg.model,
                  api_base=cfg.api_base)
@@ -352,10 +360,13 @@ def answers(cfg: OpenAIConfig, prompts: Iterable[str], cache_path: str, stats: d
         stats["requests"], stats["retries"] = client.requests, client.retried
 
 
-def generate(cfg: OpenAIConfig, seed: int, cache_path: str, stats: dict, log=None) -> Iterator[str]:
-    """The textbook sections' texts, one for each prompt of prompt_plan(seed), in that order (see
-    answers: concurrency, the cache, stopping)."""
-    records = answers(cfg, (prompt_text(*p) for p in prompt_plan(seed)), cache_path, stats, log)
+def generate(cfg: OpenAIConfig, seed: int, cache_path: str, stats: dict, log=None,
+             indices: Optional[list] = None, read_also: tuple = ()) -> Iterator[str]:
+    """The textbook sections' texts, one for each prompt of prompt_plan(seed) numbered `indices` (all
+    of them if None), in that order (see answers: concurrency, the cache, stopping)."""
+    plan = prompt_plan(seed)
+    order = range(len(plan)) if indices is None else indices
+    records = answers(cfg, (prompt_text(*plan[i]) for i in order), cache_path, stats, log, read_also=read_also)
     try:
         for rec in records:
             yield rec["text"]

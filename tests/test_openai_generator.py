@@ -163,14 +163,18 @@ def args(out_dir, url, *extra):
 
 
 def decoded_documents(out_dir) -> list:
+    """The distinct documents of the build in out_dir (train repeats documents to reach its mixture)."""
     from tokenizer import Tokenizer
     tok = Tokenizer()
-    docs = []
+    docs = set()
+    with open(os.path.join(out_dir, "meta.json")) as f:
+        listing = json.load(f)["shards"]
     for split in ("train", "val"):
-        ids = np.fromfile(os.path.join(out_dir, f"{split}.bin"), dtype=np.uint16)
-        ends = np.flatnonzero(ids == 50256)
-        docs += [tok.decode(ids[s:e]) for s, e in zip(np.concatenate([[0], ends[:-1] + 1]), ends)]
-    return docs
+        for shard in listing[split]:
+            ids = np.fromfile(os.path.join(out_dir, shard["file"]), dtype=np.uint16)
+            ends = np.flatnonzero(ids == 50256)
+            docs.update(tok.decode(ids[s:e]) for s, e in zip(np.concatenate([[0], ends[:-1] + 1]), ends))
+    return sorted(docs)
 
 
 def test_prompts_cross_topic_audience_and_style():
@@ -221,7 +225,7 @@ def test_interrupted_run_resumes_from_the_cache_without_asking_twice(tmp_path, m
     cache_file = tmp_path / "out" / "openai_cache.jsonl"
     cached = [json.loads(line) for line in cache_file.read_text().splitlines()]
     assert len(cached) == 4 and sorted(r["prompt"] for r in cached) == sorted(first.prompts)
-    assert not (tmp_path / "out" / "train.bin").exists()
+    assert not (tmp_path / "out" / "meta.json").exists()
     with open(cache_file, "a") as f:  # a crash in the middle of writing a line
         f.write('{"key": "abc", "text": "half a li')
 
@@ -292,7 +296,7 @@ def test_a_redirect_is_an_error_and_the_key_never_reaches_its_target(tmp_path, m
     assert other_host.seen == []  # nothing went to the other host, the key least of all
     assert api_base.seen and {method for method, _ in api_base.seen} == {"POST"}
     assert "\n" not in str(err.value) and KEY not in str(err.value)
-    assert not (tmp_path / "out" / "train.bin").exists()
+    assert not (tmp_path / "out" / "meta.json").exists()
 
 
 def test_a_key_echoed_in_the_answers_is_scrubbed_before_the_cache(tmp_path, monkeypatch, capfd):
@@ -456,3 +460,23 @@ def test_a_key_with_a_line_break_is_one_clear_error_that_does_not_show_it(tmp_pa
     finally:
         server.close()
     assert KEY not in str(err.value) and server.requested == []
+
+
+def test_n_clients_ask_disjoint_prompts_with_caches_of_their_own_and_merge_to_the_one_client_corpus(tmp_path):
+    server = ChatServer()
+    try:
+        pt.main(args(tmp_path / "one", server.url))
+        asked = []
+        for i in range(2):  # two clients, as two machines of a fleet would run them
+            before = len(server.prompts)
+            pt.main(args(tmp_path / "two", server.url, "--shard", f"{i}/2"))
+            asked.append(server.prompts[before:])
+        pt.main(args(tmp_path / "two", server.url, "--merge"))
+    finally:
+        server.close()
+    plan = {og.prompt_text(*p): j for j, p in enumerate(og.prompt_plan(1337))}
+    for i in range(2):  # client i asks the prompts of its units, 64 prompts of the plan each
+        assert asked[i] and {plan[p] // 64 % 2 for p in asked[i]} == {i}
+        cache = tmp_path / "two" / f"openai_cache.part-{i:05d}-of-00002.jsonl"
+        assert sorted(json.loads(line)["prompt"] for line in cache.read_text().splitlines()) == sorted(asked[i])
+    assert decoded_documents(tmp_path / "one") == decoded_documents(tmp_path / "two")

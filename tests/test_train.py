@@ -651,7 +651,8 @@ def test_missing_data_existing_run_and_missing_checkpoint_are_clear_errors(data_
     assert p.returncode == 1 and p.stdout == ""
     assert p.stderr.strip().splitlines() == [
         f"train.py: error: {tmp_path / 'nothing' / 'train.bin'} not found; prepare the data first (python "
-        f"data/prepare_textbooks.py) or point --data_dir at a directory with train.bin and val.bin"]
+        f"data/prepare_textbooks.py) or point --data_dir at a directory with meta.json and its shards, or with "
+        f"train.bin and val.bin"]
     with pytest.raises(FileNotFoundError, match="no checkpoint at .* to resume"):
         train.main([f"--out_dir={tmp_path / 'o'}", "--init_from=resume"])
     out = tmp_path / "run"
@@ -667,3 +668,128 @@ def test_missing_data_existing_run_and_missing_checkpoint_are_clear_errors(data_
     (out / "ckpt.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="is not a readable checkpoint"):
         train.main([f"--out_dir={out}", "--init_from=resume"])
+
+
+# -----------------------------------------------------------------------------
+# Training on token shards (data/shards.py: what data/prepare_textbooks.py writes)
+
+def write_shards(flat_dir, directory, cuts=(("train", (700, 1600)), ("val", (100,)))) -> str:
+    """flat_dir's train.bin and val.bin cut into shards at the given token positions, which fall
+    inside windows (so some windows span two shards), with the listing that meta.json holds."""
+    os.makedirs(directory)
+    listing = {}
+    for split, at in cuts:
+        ids = np.fromfile(os.path.join(flat_dir, f"{split}.bin"), dtype=np.uint16)
+        listing[split] = []
+        for k, piece in enumerate(np.split(ids, at)):
+            piece.tofile(os.path.join(directory, f"{split}-{k:05d}.bin"))
+            listing[split].append({"file": f"{split}-{k:05d}.bin", "tokens": len(piece)})
+    with open(os.path.join(directory, "meta.json"), "w") as f:
+        json.dump({"shards": listing}, f)
+    return str(directory)
+
+
+def test_shards_give_the_windows_and_losses_of_the_flat_file_across_epochs(data_dir, tmp_path):
+    # 64 windows, 4 a step: 18 steps cross into the second epoch, whose order is reshuffled
+    shards = write_shards(data_dir, tmp_path / "shards")
+    args = [*TINY, "--max_iters=18", "--eval_interval=9"]
+    train.main([*args, f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'flat'}"])
+    train.main([*args, f"--data_dir={shards}", f"--out_dir={tmp_path / 'sharded'}"])
+    assert records(tmp_path / "flat") and [{k: v for k, v in r.items() if k not in ("tokens_per_s", "mfu", "peak_mem_gb")}
+                                           for r in records(tmp_path / "flat")] == \
+        [{k: v for k, v in r.items() if k not in ("tokens_per_s", "mfu", "peak_mem_gb")} for r in records(tmp_path / "sharded")]
+    a, b = final_state(tmp_path / "flat"), final_state(tmp_path / "sharded")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    # the windows themselves, against the flat file read by hand
+    flat = np.fromfile(os.path.join(data_dir, "train.bin"), dtype=np.uint16)
+    tokens = train.open_tokens(shards, "train", BLOCK)
+    windows = train.train_windows(train.n_windows(tokens, BLOCK), 1337, 60, 8)  # samples 60..67: two epochs
+    x, y = train.get_batch(tokens, windows, BLOCK, VOCAB, torch.device("cpu"))
+    expected = np.stack([flat[w * BLOCK: w * BLOCK + BLOCK + 1] for w in windows]).astype(np.int64)
+    assert torch.equal(x, torch.from_numpy(expected[:, :-1])) and torch.equal(y, torch.from_numpy(expected[:, 1:]))
+
+
+def test_resume_after_kill_9_on_shards_reproduces_the_flat_file_run_to_the_bit(data_dir, tmp_path):
+    shards = write_shards(data_dir, tmp_path / "shards")
+    args = [*TINY, "--dropout=0.1", "--lr_schedule=cosine", "--warmup_iters=2", "--lr_decay_iters=30",
+            "--checkpoint_interval=3"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cli(*args, f"--data_dir={shards}", f"--out_dir={killed}", "--max_iters=1000000"),
+                            cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_step(killed, proc, 5)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    saved = final_state(killed)["step"]
+    end = saved + 4
+    run(cli(f"--out_dir={killed}", "--init_from=resume", f"--max_iters={end}"))
+    resumed = losses(killed, since_last_start=True)
+    assert list(resumed) == list(range(saved + 1, end + 1))
+    fresh = tmp_path / "fresh"
+    run(cli(*args, f"--data_dir={data_dir}", f"--out_dir={fresh}", f"--max_iters={end}"))  # the flat file
+    uninterrupted = losses(fresh)
+    assert all(resumed[s] == uninterrupted[s] for s in resumed), (resumed, uninterrupted)
+    a, b = final_state(killed), final_state(fresh)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_a_missing_cut_short_or_unlisted_shard_and_a_bad_meta_json_are_one_line_errors(data_dir, tmp_path):
+    def shards(name):
+        return write_shards(data_dir, tmp_path / name)
+
+    cases = []
+    d = shards("missing")
+    os.remove(os.path.join(d, "train-00001.bin"))
+    cases.append((d, re.escape(os.path.join(d, "train-00001.bin")) + " is missing, but .*meta.json lists it"))
+    d = shards("short")
+    with open(os.path.join(d, "train-00002.bin"), "r+b") as f:
+        f.truncate(100)
+    cases.append((d, re.escape(os.path.join(d, "train-00002.bin")) + " holds 50 tokens, but .*meta.json lists 449"))
+    d = shards("odd")
+    with open(os.path.join(d, "val-00001.bin"), "ab") as f:
+        f.write(b"x")
+    cases.append((d, "val-00001.bin has an odd number of bytes"))
+    d = shards("torn")
+    with open(os.path.join(d, "meta.json"), "r+b") as f:
+        f.truncate(20)
+    cases.append((d, "meta.json cannot be read .*; rebuild the corpus"))
+    d = shards("unlisted")
+    with open(os.path.join(d, "meta.json"), "w") as f:
+        json.dump({"shards": {"train": [{"file": "../train.bin", "tokens": 5}]}}, f)
+    cases.append((d, r"meta.json does not list the train shards"))
+    for d, message in cases:
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            train.main([*TINY, f"--data_dir={d}", f"--out_dir={tmp_path / 'o'}", "--overwrite=true", "--max_iters=1"])
+    p = subprocess.run(cli(*TINY, f"--data_dir={cases[1][0]}", f"--out_dir={tmp_path / 'o'}", "--max_iters=1"),
+                       cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert p.returncode == 1 and len(p.stderr.strip().splitlines()) == 1
+    assert re.fullmatch("train.py: error: " + cases[1][1] + r".*rerun the command that built the corpus", p.stderr.strip())
+
+
+def test_a_built_corpus_trains_and_the_log_shows_its_mixture_and_epochs(tmp_path, capsys):
+    from data import prepare_textbooks
+    rng = np.random.default_rng(0)
+    words = ["".join(rng.choice(list("bcdfgklmnprstvz")) + rng.choice(list("aeiou")) for _ in range(3)) for _ in range(500)]
+    with open(tmp_path / "notes.jsonl", "w") as f:
+        for _ in range(40):
+            f.write(json.dumps({"text": " ".join(rng.choice(words, 60))}) + "\n")
+    corpus = tmp_path / "corpus"
+    prepare_textbooks.main(["--out_dir", str(corpus), "--num_proc", "1", "--synthetic_tokens", "20000", "--text",
+                            str(tmp_path / "notes.jsonl"), "--mix", "synthetic=0.8,text=0.2", "--shard_tokens", "6000"])
+    meta = json.loads((corpus / "meta.json").read_text())
+    assert len(meta["shards"]["train"]) >= 3
+    capsys.readouterr()
+    train.main(["--model=phi-nano", "--block_size=32", "--batch_size=2", "--global_batch_size=2", "--max_iters=2",
+                "--eval_interval=2", "--eval_sequences=2", f"--data_dir={corpus}", f"--out_dir={tmp_path / 'run'}"])
+    out = capsys.readouterr().out
+    shares = {s: r["share_of_tokens"] for s, r in meta["sources"].items()}
+    assert abs(shares["synthetic"] - 0.8) < 0.02
+    line = next(line for line in out.splitlines() if line.startswith("data: "))
+    tokens = meta["splits"]["train"]["tokens"]
+    assert line.startswith(f"data: train {tokens:,} tokens in {len(meta['shards']['train'])} shard(s): "
+                           f"synthetic {100 * shares['synthetic']:.1f}% (")
+    passes = meta["sources"]["text"]["passes"]
+    assert line.endswith(f"this run reads 128 tokens = {128 / tokens:.3g} epochs, so it sees each unique token "
+                         f"{meta['sources']['synthetic']['passes'] * 128 / tokens:.3g} (synthetic), "
+                         f"{passes * 128 / tokens:.3g} (text) times")
