@@ -312,3 +312,16 @@ def test_the_command_lines_say_it_in_one_line(int8_file, capsys):
     out = cli("sample.py", "--init_from", str(int8_file), "--max_new_tokens", "1")
     assert out.returncode == 1 and out.stdout == "" and out.stderr.count("\n") == 1, out.stderr
     assert out.stderr.startswith(f"sample.py: error: {int8_file} is missing key 'lm_head.scales'"), out.stderr
+
+
+@pytest.mark.slow
+def test_bench_sample_runs_int8_and_each_row_has_its_reference_tokens():
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), "sample", "--shape", "phi-test",
+                          "--new_tokens", "8", "--repeats", "1", "--device", "cpu"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith(("transformers", "nanophi"))]
+    assert [r[:24].strip() for r in rows] == ["transformers generate", "nanophi", "nanophi --compile",
+                                              "nanophi int8", "nanophi int8 --compile"], out.stdout
+    assert all(r.endswith("True") for r in rows), out.stdout
+    assert "measured read bandwidth" in out.stdout
