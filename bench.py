@@ -2,7 +2,7 @@
 Benchmarks that time nanophi and a peer side by side, in one run, and print ratios.
 
     python bench.py sample                  # greedy decoding: nanophi vs transformers' generate
-    python bench.py sample --shape phi-1.5  # the same at the 1.3B shape
+    python bench.py sample --shape phi-1.5  # the same at the 1.3B shape (with int8 weights too)
     python bench.py data                    # data/prepare_textbooks.py vs raw tiktoken, same corpus; peak memory
     python bench.py kernels                 # kernels.py's Triton attention and LayerNorm vs PyTorch (GPU)
     python bench.py train                   # a training step: nanophi vs transformers' PhiForCausalLM
@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from checkpoint import config_to_hf
+from checkpoint import config_to_hf, from_state_dict
 from common import compile_decode_step, flops_per_token, machine, matmul_peak, sync
 from kernels import linear_cross_entropy
 from model import Phi, PhiConfig
@@ -49,7 +49,25 @@ def decode_flops_per_token(cfg: PhiConfig, context: int) -> float:
     return 2 * weights + 4 * cfg.n_layer * cfg.n_embd * context
 
 
+def read_bandwidth(device: torch.device, nbytes: int = 1 << 30) -> float:
+    """Measured bytes/s of reading memory once (the sum of nbytes of float32): the roof for decoding,
+    which reads every weight once a token."""
+    x = torch.ones(nbytes // 4, device=device)
+    x.sum()
+    times = []
+    for _ in range(5):
+        sync(device)
+        t0 = time.perf_counter()
+        x.sum()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return nbytes / min(times)
+
+
 def bench_sample(args) -> None:
+    """Greedy decoding: transformers' generate, nanophi eager and compiled, and nanophi with int8
+    weights (quantize.py) eager and compiled, all from the same random weights (the int8 model is
+    quantized from them while "loading" them, the way --quantize int8 loads a checkpoint)."""
     device = torch.device(args.device)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     cfg = PhiConfig.from_name(args.shape)
@@ -57,19 +75,21 @@ def bench_sample(args) -> None:
     with torch.device(device):
         model = Phi(cfg).to(dtype).eval()
     hf = hf_twin(model)
+    int8 = from_state_dict(cfg, dict(model.state_dict()), device=device, quantize="int8").eval()  # shares the embedding
     prompt = torch.randint(0, min(50000, cfg.vocab_size), (1, args.prompt_len), device=device)
     n = args.new_tokens
 
-    def run_ours(step=None):
-        return torch.stack(list(model.generate(prompt, n, temperature=0, step=step)), 1)
+    def run(m, step=None):
+        return torch.stack(list(m.generate(prompt, n, temperature=0, step=step)), 1)
 
     def run_hf():
         out = hf.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
         return out[:, prompt.shape[1]:]
 
-    compiled = compile_decode_step(model, device)
-    contenders = [("transformers generate", run_hf), ("nanophi", run_ours),
-                  ("nanophi --compile", lambda: run_ours(compiled))]
+    compiled, int8_compiled = compile_decode_step(model, device), compile_decode_step(int8, device)
+    contenders = [("transformers generate", run_hf), ("nanophi", lambda: run(model)),
+                  ("nanophi --compile", lambda: run(model, compiled)), ("nanophi int8", lambda: run(int8)),
+                  ("nanophi int8 --compile", lambda: run(int8, int8_compiled))]
     results, tokens = {}, {}
     for name, fn in contenders:
         t0 = time.perf_counter()
@@ -86,17 +106,35 @@ def bench_sample(args) -> None:
             sync(device)
             results.setdefault(name, []).append(n / (time.perf_counter() - t0))
 
-    peak = matmul_peak(device, dtype)
-    flops = decode_flops_per_token(cfg, args.prompt_len + n // 2)
+    peak, bandwidth = matmul_peak(device, dtype), read_bandwidth(device)
+    context = args.prompt_len + n // 2  # the mean over the decode steps
+    flops = decode_flops_per_token(cfg, context)
+
+    def bytes_per_token(m):  # every tensor but the embedding (one row of it), and the KV cache
+        state = m.state_dict()
+        row = state["model.embed_tokens.weight"][0]
+        return (sum(t.nbytes for k, t in state.items() if k != "model.embed_tokens.weight") + row.nbytes
+                + 2 * cfg.n_layer * context * cfg.n_embd * row.element_size())
+
+    read = {name: bytes_per_token(int8 if "int8" in name else model) for name, _ in contenders}
     base = statistics.median(results["transformers generate"])
+    ref = statistics.median(results["nanophi --compile"])
     print(f"\ngreedy decoding, {args.shape} ({model.num_params() / 1e6:.0f}M params), batch 1, "
           f"prompt {args.prompt_len}, {n} new tokens, {args.dtype}, median of {args.repeats}")
-    print(f"machine: {machine()}; measured matmul peak {peak / 1e9:.0f} GFLOP/s")
-    print(f"{'':24s} {'tokens/s':>10s} {'vs transformers':>16s} {'MFU':>8s}  same tokens")
+    print(f"machine: {machine()}; measured matmul peak {peak / 1e9:.0f} GFLOP/s, measured read bandwidth "
+          f"{bandwidth / 1e9:.1f} GB/s; weights read per token: {read['nanophi'] / 1e9:.3f} GB {args.dtype}, "
+          f"{read['nanophi int8'] / 1e9:.3f} GB int8")
+    print(f"{'':24s} {'tokens/s':>10s} {'vs transformers':>16s} {'vs --compile':>13s} {'GB/s':>7s} "
+          f"{'of read bw':>11s} {'MFU':>8s}  same tokens")
     for name, _ in contenders:
         tps = statistics.median(results[name])
-        same = torch.equal(tokens[name], tokens["transformers generate"])
-        print(f"{name:24s} {tps:10.1f} {tps / base:15.2f}x {100 * tps * flops / peak:7.2f}%  {same}")
+        # int8 rounds the weights: its tokens are compared with eager int8's, float32's with transformers'
+        same = torch.equal(tokens[name], tokens["nanophi int8" if "int8" in name else "transformers generate"])
+        print(f"{name:24s} {tps:10.1f} {tps / base:15.2f}x {tps / ref:12.2f}x {tps * read[name] / 1e9:7.1f} "
+              f"{100 * tps * read[name] / bandwidth:10.1f}% {100 * tps * flops / peak:7.2f}%  {same}")
+    agree = (tokens["nanophi int8"] == tokens["nanophi"]).float().mean().item()
+    print(f"same tokens: float rows against transformers, int8 rows against eager int8. Greedy int8 tokens "
+          f"equal float's at {100 * agree:.0f}% of the {n} positions (random weights: many near-ties)")
 
 
 def run_prepare(argv: list) -> tuple:

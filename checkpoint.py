@@ -2,11 +2,14 @@
 phi's weights and checkpoints on disk, in every format nanophi reads or writes.
 
     load_model(init_from)          the model an --init_from value names: scratch:PRESET, a nanophi
-                                   .pt checkpoint, or Hugging Face weights (a directory or hub name)
+                                   .pt checkpoint, an int8 .safetensors file (quantize.py), or Hugging
+                                   Face weights (a directory or hub name); quantize="int8" quantizes
+                                   each Linear while loading, one tensor at a time
     from_pretrained(path)          Hugging Face weights: config.json (three dialects) plus
                                    model.safetensors, sharded safetensors or pytorch_model.bin, with
                                    transformers' names or Microsoft's original MixFormer names
     save_pretrained(model, path)   the official layout, which transformers loads
+    save_quantized(model, path)    an int8 model as one safetensors file, with its config
     write_checkpoint / read_checkpoint   train.py's ckpt.pt and ckpt-STEP.pt files
 
 Nothing here runs code from a file: safetensors, and torch.load(weights_only=True) for .pt and .bin.
@@ -23,13 +26,14 @@ import re
 import shlex
 import shutil
 import sys
-from dataclasses import fields
+from dataclasses import asdict, fields
 from typing import Iterator, Optional
 
 import torch
 
 from common import atomic_write, write_text
 from model import MAX_BLOCK_SIZE, Phi, PhiConfig, rope_tables
+from quantize import METHODS, Int8Linear, quantize_int8, quantize_model
 
 
 # -----------------------------------------------------------------------------
@@ -144,12 +148,13 @@ def config_to_hf(config: PhiConfig) -> dict:
 # -----------------------------------------------------------------------------
 # Hugging Face weights
 
-def from_pretrained(path: str, dtype: Optional[torch.dtype] = None, device="cpu") -> Phi:
+def from_pretrained(path: str, dtype: Optional[torch.dtype] = None, device="cpu",
+                    quantize: Optional[str] = None) -> Phi:
     """Load phi weights in the Hugging Face layout: a local directory (config.json plus
     model.safetensors, sharded safetensors with model.safetensors.index.json, or
     pytorch_model.bin), or a hub name such as microsoft/phi-1_5 (see resolve_checkpoint).
     Both transformers' key names and Microsoft's original MixFormer names are accepted.
-    dtype None keeps the checkpoint's dtype."""
+    dtype None keeps the checkpoint's dtype. quantize: see from_state_dict."""
     directory = resolve_checkpoint(path)
     config_path = os.path.join(directory, "config.json")
     try:
@@ -158,8 +163,9 @@ def from_pretrained(path: str, dtype: Optional[torch.dtype] = None, device="cpu"
     except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, or nested too deep
         raise ValueError(f"{config_path} is not a valid phi config ({e!r})") from None
     config = config_from_hf(hf, config_path)
-    state = to_official_names(load_state_dict(directory, device=device), config.n_layer)
-    return from_state_dict(config, state, dtype, device, source=directory)
+    # read on the CPU, memory-mapped: from_state_dict moves (or quantizes) one tensor at a time
+    state = to_official_names(load_state_dict(directory), config.n_layer)
+    return from_state_dict(config, state, dtype, device, source=directory, quantize=quantize)
 
 
 def save_pretrained(model: Phi, path: str, dtype: Optional[torch.dtype] = None) -> None:
@@ -213,10 +219,24 @@ def resolve_checkpoint(path: str) -> str:
                                 f"pass a local directory with config.json and the weights") from None
 
 
+def read_safetensors(file: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors of a safetensors file, and its metadata. Each tensor is memory-mapped on its own,
+    so its pages are read when it is used and leave memory with it. (safetensors' load_file maps the
+    file once, and that mapping keeps every page read until the last tensor is freed: quantizing
+    while loading would hold the whole float model after all.)"""
+    from safetensors import safe_open
+    with safe_open(file, framework="pt") as f:
+        keys, metadata = list(f.keys()), f.metadata() or {}
+    tensors = {}
+    for key in keys:
+        with safe_open(file, framework="pt") as f:
+            tensors[key] = f.get_tensor(key)
+    return tensors, metadata
+
+
 def load_state_dict(directory: str, device="cpu") -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint directory, read once (safetensors memory-maps the file)."""
+    """All tensors of a checkpoint directory, memory-mapped (read_safetensors)."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
     single = os.path.join(directory, "model.safetensors")
     index = os.path.join(directory, "model.safetensors.index.json")
     bins = [os.path.join(directory, "pytorch_model.bin")]
@@ -254,7 +274,7 @@ def load_state_dict(directory: str, device="cpu") -> dict[str, torch.Tensor]:
         # file holds can be called corrupt, not a device that cannot take the tensors
         try:
             if file.endswith(".safetensors"):
-                part = load_file(file)
+                part = read_safetensors(file)[0]
             else:  # weights_only: tensors and plain containers, never arbitrary pickled objects
                 part = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
         except (SafetensorError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
@@ -325,21 +345,35 @@ def parameter_shapes(config: PhiConfig) -> Iterator[tuple[str, tuple[int, ...]]]
                 ("lm_head.weight", (V, C)), ("lm_head.bias", (V,)))
 
 
-def check_state_dict(config: PhiConfig, state: dict, source: str = "checkpoint") -> None:
+def is_linear_weight(name: str, shape: tuple) -> bool:
+    """Whether an entry of parameter_shapes is a Linear's weight: the 2-D ones but the embedding."""
+    return len(shape) == 2 and name != "model.embed_tokens.weight"
+
+
+def check_state_dict(config: PhiConfig, state: dict, source: str = "checkpoint",
+                     quantize: Optional[str] = None) -> None:
     """Name the first missing, unexpected or mis-shaped key, so a bad checkpoint fails clearly.
     It runs before the model is built: a config much larger than its weights (num_hidden_layers
     10**9, hidden_size 2**40) stops here, at the first key it lacks or the first shape that differs,
-    instead of in an endless module construction or a huge allocation."""
+    instead of in an endless module construction or a huge allocation. With quantize, a Linear's
+    weight may also be int8, and then its float scales (out_features,) must be there too."""
     state.pop("model.rotary_emb.inv_freq", None)  # an old transformers buffer, recomputed here
-    expected = {}
+    expected, int8 = {}, set()
     for k, shape in parameter_shapes(config):  # stops at the first key the checkpoint lacks
         if k not in state:
             raise ValueError(f"{source} is missing key {k!r}")
         expected[k] = shape
+        if quantize and is_linear_weight(k, shape) and getattr(state[k], "dtype", None) == torch.int8:
+            scales = k.removesuffix("weight") + "scales"
+            if scales not in state:
+                raise ValueError(f"{source} is missing key {scales!r}, the scales of the int8 {k!r}; "
+                                 f"write the file again with quantize.py")
+            expected[scales] = shape[:1]
+            int8.add(k)
     for k, t in state.items():
         if k not in expected:
             raise ValueError(f"{source} has unexpected key {k!r}")
-        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+        if not isinstance(t, torch.Tensor) or not (t.is_floating_point() or k in int8):
             what = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
             raise ValueError(f"{source}: key {k!r} holds {what}, not a floating-point tensor")
         if tuple(t.shape) != expected[k]:
@@ -347,21 +381,40 @@ def check_state_dict(config: PhiConfig, state: dict, source: str = "checkpoint")
 
 
 def from_state_dict(config: PhiConfig, state: dict, dtype: Optional[torch.dtype] = None,
-                    device="cpu", source: str = "checkpoint") -> Phi:
+                    device="cpu", source: str = "checkpoint", quantize: Optional[str] = None) -> Phi:
     """Build the model around the tensors of state (official names) without copying them: the
     module is created on the meta device and takes the tensors with load_state_dict(assign=True),
     so a checkpoint is never held twice. dtype None keeps the tensors' dtype. source: the file
-    or directory state came from, named in the error messages."""
-    check_state_dict(config, state, source)  # before anything is built from the config
+    or directory state came from, named in the error messages.
+
+    quantize "int8": every Linear becomes a quantize.Int8Linear. Its float weight is quantized here,
+    one tensor at a time as it is moved to the device, so the float model is never whole in memory
+    (the result equals quantize_model of the float model); an int8 weight (a quantized checkpoint)
+    comes with its scales, which stay float32."""
+    if quantize is not None and quantize not in METHODS:
+        raise ValueError(f"quantize {quantize!r} is not a method; choose one of {', '.join(METHODS)}")
+    check_state_dict(config, state, source, quantize)  # before anything is built from the config
     with torch.device("meta"):
         model = Phi(config)
-    if dtype is not None:
-        for k in state:  # one tensor at a time, so two full copies never coexist
-            state[k] = state[k].to(device=device, dtype=dtype)
-    else:
-        dtypes = {t.dtype for t in state.values()}
+    if quantize:
+        quantize_model(model)  # empty Int8Linear layers, filled below
+    to_quantize = {name + ".weight" for name, m in model.named_modules() if isinstance(m, Int8Linear)}
+    if dtype is None:  # (the int8 weights and float32 scales of a quantized checkpoint aside)
+        dtypes = {t.dtype for k, t in state.items() if t.dtype != torch.int8 and not k.endswith(".scales")}
         if len(dtypes) > 1:
             raise ValueError(f"checkpoint mixes dtypes {sorted(map(str, dtypes))}; pass a dtype to choose one")
+    for k in list(state):  # one tensor at a time, so two full copies never coexist
+        t = state.pop(k)
+        if k.endswith(".scales") or t.dtype == torch.int8:  # a quantized checkpoint's, as they are
+            state[k] = t.to(device)
+        elif k in to_quantize:
+            try:
+                state[k], state[k.removesuffix("weight") + "scales"] = quantize_int8(t.to(device=device, dtype=dtype))
+            except ValueError as e:
+                raise ValueError(f"{source}: key {k!r} {e}") from None
+        else:
+            state[k] = t.to(device=device, dtype=dtype)
+        del t  # the float tensor (and the pages read for it) go now, not after the next one
     model.load_state_dict(state, assign=True)
     model.rope_cos, model.rope_sin = rope_tables(config)  # buffers are not in checkpoints
     return model.to(device)
@@ -370,40 +423,91 @@ def from_state_dict(config: PhiConfig, state: dict, dtype: Optional[torch.dtype]
 # -----------------------------------------------------------------------------
 # --init_from values, and nanophi's own .pt files
 
-def load_model(source: str, device="cpu", dtype: Optional[torch.dtype] = None) -> Phi:
+def load_model(source: str, device="cpu", dtype: Optional[torch.dtype] = None,
+               quantize: Optional[str] = None) -> Phi:
     """The model named by an --init_from value:
       scratch:PRESET   fresh random weights of a preset, e.g. scratch:phi-nano;
       FILE.pt          a nanophi checkpoint from train.py: a dict with "model" (the state dict,
                        official names) and "model_args" (the PhiConfig fields), read with
                        torch.load(weights_only=True), so it cannot run code;
-      anything else    Hugging Face weights: a local directory or a hub name (from_pretrained)."""
+      FILE.safetensors an int8 checkpoint written by quantize.py (save_quantized): it loads
+                       quantized whatever quantize says;
+      anything else    Hugging Face weights: a local directory or a hub name (from_pretrained).
+    quantize "int8": each Linear quantized while loading (from_state_dict)."""
     if source.startswith("scratch:"):
-        model = Phi(PhiConfig.from_name(source.removeprefix("scratch:")))
-        return model.to(device=device, dtype=dtype)
+        model = Phi(PhiConfig.from_name(source.removeprefix("scratch:"))).to(device=device, dtype=dtype)
+        return quantize_model(model) if quantize else model
+    if source.endswith(".safetensors"):
+        return load_quantized(source, device, dtype)
     if source.endswith(".pt") or os.path.isfile(source):
         if not os.path.isfile(source):
             raise FileNotFoundError(f"checkpoint {source} does not exist; train one with train.py or "
                                     f"pass --init_from=<Hugging Face phi directory>")
-        try:
-            ckpt = torch.load(source, map_location=device, weights_only=True, mmap=True)
+        try:  # on the CPU, memory-mapped: from_state_dict moves (or quantizes) one tensor at a time
+            ckpt = torch.load(source, map_location="cpu", weights_only=True, mmap=True)
         except Exception as e:  # truncated zip, not a torch file, or pickled objects
             raise ValueError(f"{source} is not a readable nanophi checkpoint ({type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
         if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
             raise ValueError(f"{source} is not a nanophi checkpoint (expected keys 'model' and 'model_args')")
-        for key in ("model", "model_args"):
-            if not isinstance(ckpt[key], dict):
-                raise ValueError(f"{source}: '{key}' must be a dict, not a {type(ckpt[key]).__name__}")
-        known = {f.name for f in fields(PhiConfig)}
-        unknown = set(ckpt["model_args"]) - known
-        if unknown:
-            raise ValueError(f"{source}: unknown model_args {sorted(map(str, unknown))}")
-        try:
-            config = PhiConfig(**ckpt["model_args"])
-        except ValueError as e:
-            raise ValueError(f"{source}: model_args: {e}") from None
-        return from_state_dict(config, dict(ckpt["model"]), dtype, device, source=source)
-    return from_pretrained(source, dtype=dtype, device=device)
+        if not isinstance(ckpt["model"], dict):
+            raise ValueError(f"{source}: 'model' must be a dict, not a {type(ckpt['model']).__name__}")
+        config = config_from_model_args(ckpt["model_args"], source)
+        return from_state_dict(config, dict(ckpt["model"]), dtype, device, source=source, quantize=quantize)
+    return from_pretrained(source, dtype=dtype, device=device, quantize=quantize)
+
+
+def config_from_model_args(model_args, source: str) -> PhiConfig:
+    """The PhiConfig of a checkpoint's model_args (the PhiConfig fields, as a dict)."""
+    if not isinstance(model_args, dict):
+        raise ValueError(f"{source}: 'model_args' must be a dict, not a {type(model_args).__name__}")
+    unknown = set(model_args) - {f.name for f in fields(PhiConfig)}
+    if unknown:
+        raise ValueError(f"{source}: unknown model_args {sorted(map(str, unknown))}")
+    try:
+        return PhiConfig(**model_args)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{source}: model_args: {e}") from None
+
+
+# -----------------------------------------------------------------------------
+# int8 checkpoints: one safetensors file, the quantized model's tensors (each Linear's weight in int8
+# with its float32 scales, the rest in the model's dtype), and in its metadata under "nanophi", JSON
+# with the PhiConfig fields ("model_args") and the method ("quantize"). Not a Hugging Face layout on
+# purpose: transformers would read the int8 weights as floats.
+
+def save_quantized(model: Phi, path: str) -> None:
+    """Write a quantized model (quantize.quantize_model, or load_model(..., quantize="int8")) to path,
+    atomically; load_model reads it back."""
+    from safetensors.torch import save_file
+    if not any(isinstance(m, Int8Linear) for m in model.modules()):
+        raise ValueError("the model is not quantized; load it with quantize='int8' first")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    metadata = {"format": "pt", "nanophi": json.dumps({"model_args": asdict(model.config), "quantize": "int8"})}
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=metadata))
+
+
+def load_quantized(path: str, device="cpu", dtype: Optional[torch.dtype] = None) -> Phi:
+    """A checkpoint written by save_quantized. dtype converts what is not int8 (the scales stay float32)."""
+    from safetensors import SafetensorError
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist; write one with python quantize.py")
+    try:
+        state, metadata = read_safetensors(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path} is truncated or corrupt ({type(e).__name__}: {e}); write it again with "
+                         f"python quantize.py") from None
+    try:
+        info = json.loads(metadata["nanophi"])
+        model_args, method = info["model_args"], info["quantize"]
+    except (KeyError, TypeError, ValueError, RecursionError):
+        raise ValueError(f"{path} is not a nanophi int8 checkpoint (its metadata has no 'nanophi' entry with "
+                         f"model_args and quantize); write it with python quantize.py") from None
+    if method not in METHODS:
+        raise ValueError(f"{path} is quantized as {method!r}, which this nanophi does not read "
+                         f"({', '.join(METHODS)})")
+    return from_state_dict(config_from_model_args(model_args, path), state, dtype, device, source=path,
+                           quantize=method)
 
 
 # -----------------------------------------------------------------------------

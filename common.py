@@ -181,7 +181,7 @@ def compile_decode_step(model, device):
     compiled: decoding one token reads every weight once, and inductor fuses that form into one
     vectorized, multi-threaded reduction that streams the weights at the memory's speed, where the
     BLAS matrix-vector call it would otherwise make does not (bench.py sample shows the difference).
-    The same math, summed in another order."""
+    The same math, summed in another order. (quantize.Int8Linear does the same with int8 weights.)"""
     import torch
     import torch.nn.functional as F
     if device.type == "cpu":

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 
 from checkpoint import load_model
 from common import Parser, atomic_write, finite_float, resolve_device_dtype, write_text
+from quantize import METHODS
 from sandbox import run_tests, sandbox_protections
 from tokenizer import Tokenizer, check_vocab_size
 
@@ -906,6 +907,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ...; auto picks cuda when there is one")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="auto: bfloat16 on a GPU that has it, else float32")
+    p.add_argument("--quantize", default=None, choices=METHODS, help="int8: every Linear's weight in int8 "
+                   "with a float scale per output channel, quantized while loading (quantize.py)")
     p.add_argument("--seed", type=int, default=1337)
     g = p.add_argument_group("Code (HumanEval, MBPP, GSM8K)")
     g.add_argument("--n_samples", type=int, default=1, help="completions per problem (1: greedy pass@1)")
@@ -1056,7 +1059,7 @@ def main(argv=None) -> dict:
     needs_model = any(t != "humaneval" for t in args.tasks) or not args.humaneval_samples
     model = None
     if needs_model:
-        model = load_model(args.init_from, device=device, dtype=dtype).eval()
+        model = load_model(args.init_from, device=device, dtype=dtype, quantize=args.quantize).eval()
         check_vocab_size(model.config.vocab_size, args.init_from)
     os.makedirs(args.out_dir, exist_ok=True)
     results = {}

@@ -269,7 +269,7 @@ class Phi(nn.Module):
     def setup_cache(self, batch_size: int, max_seq_len: int) -> None:
         """Allocate the static KV cache for batch_size sequences of up to max_seq_len tokens."""
         self.check_fits(max_seq_len, 0)
-        p = self.lm_head.weight
+        p = self.model.embed_tokens.weight  # its dtype and device (Linear weights may be int8: quantize.py)
         for block in self.model.layers:
             c = block.self_attn.kv_cache
             if c is None or c.k.shape[0] != batch_size or c.k.shape[2] != max_seq_len or c.k.dtype != p.dtype:

@@ -4,10 +4,13 @@ Sample from a phi model, streaming the text as it is produced.
     python sample.py --prompt "def print_prime(n):"                       # out/ckpt.pt from train.py
     python sample.py --init_from=microsoft/phi-1_5 --prompt "Alice was"    # the official weights
     python sample.py --init_from=scratch:phi-nano                          # fresh random weights
+    python sample.py --init_from=microsoft/phi-1_5 --quantize int8 --compile --prompt "Alice was"
 
 Decoding keeps a preallocated KV cache (model.setup_cache): one forward over the prompt, then one
 token per step. A prompt that does not fit in the context together with --max_new_tokens is an
-error (it is not truncated). An empty prompt starts from <|endoftext|>.
+error (it is not truncated). An empty prompt starts from <|endoftext|>. --quantize int8 stores every
+Linear's weight in int8 (quantize.py), quantized while loading; with --compile it decodes faster on the
+CPU (BENCHMARKS.md).
 """
 
 import codecs
@@ -18,6 +21,7 @@ import torch
 
 from checkpoint import load_model
 from common import DTYPES, Parser, compile_decode_step, finite_float, resolve_device_dtype
+from quantize import METHODS
 from tokenizer import Tokenizer, check_vocab_size
 
 
@@ -38,6 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default="auto", choices=["auto", *DTYPES],
                    help="auto: bfloat16 on a GPU that has it, else float32")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
+    p.add_argument("--quantize", default=None, choices=METHODS, help="int8: every Linear's weight in int8 "
+                   "with a float scale per output channel, quantized while loading (quantize.py)")
     p.add_argument("--ignore_eot", action="store_true", help="do not stop at <|endoftext|>")
     args = p.parse_args(argv)
     if args.max_new_tokens < 1:
@@ -71,7 +77,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     device, dtype = resolve_device_dtype(args.device, args.dtype)
     torch.manual_seed(args.seed)
-    model = load_model(args.init_from, device=device, dtype=dtype).eval()
+    model = load_model(args.init_from, device=device, dtype=dtype, quantize=args.quantize).eval()
     check_vocab_size(model.config.vocab_size, args.init_from)
     tokenizer = Tokenizer()
     prompt = read_prompt(args.prompt)
