@@ -186,18 +186,19 @@ def main(argv=None) -> None:
 
 
 def summary(results: list) -> None:
-    """Per kernel and architecture, the most over its builds: registers, spilled bytes, shared memory."""
+    """Per kernel, dtype and architecture, the most over its builds: registers, spilled bytes, shared memory."""
     archs = sorted({r["arch"] for r in results})
-    print("\nthe most over each kernel's builds above:")
-    print("| kernel | " + " | ".join(f"sm_{a}: registers / spilled B / shared B" for a in archs) + " |")
-    print("|---|" + "---|" * len(archs))
-    for kernel in dict.fromkeys(r["kernel"] for r in results):
+    dtype = lambda r: next(iter(r["pointers"].values()))[1:]
+    print("\nthe most over the builds above of each kernel and dtype:")
+    print("| kernel | dtype | " + " | ".join(f"sm_{a}: registers / spilled B / shared B" for a in archs) + " |")
+    print("|---|---|" + "---|" * len(archs))
+    for kernel, dt in dict.fromkeys((r["kernel"], dtype(r)) for r in results):
         cells = []
         for a in archs:
-            rs = [r for r in results if r["kernel"] == kernel and r["arch"] == a]
+            rs = [r for r in results if r["kernel"] == kernel and dtype(r) == dt and r["arch"] == a]
             top = lambda key: max(int(r[key]) if str(r[key]).isdigit() else -1 for r in rs)
             cells.append(f"{top('registers')} / {top('spilled')} / {top('shared')}" if rs else "-")
-        print(f"| {kernel} | " + " | ".join(cells) + " |")
+        print(f"| {kernel} | {dt} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
