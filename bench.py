@@ -7,14 +7,17 @@ Benchmarks that time nanophi and a peer side by side, in one run, and print rati
     python bench.py kernels                 # kernels.py's Triton attention and LayerNorm vs PyTorch (GPU)
     python bench.py train                   # a training step: nanophi vs transformers' PhiForCausalLM
     python bench.py loss                    # lm_head + cross-entropy: the fused loss vs the plain one
+    python bench.py gpu                     # every GPU number above, in one run (JSON + Markdown)
 
 Numbers depend on the machine: each table names it. MFU is against this machine's measured matmul
 peak (a large square matmul in the same dtype), not a datasheet number.
 """
 
 import argparse
+import dataclasses
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -357,10 +360,11 @@ def bench_kernels(args) -> None:
 
 
 def loss_table(x: torch.Tensor, V: int, device: torch.device, dtype: torch.dtype, repeats: int,
-               use: str) -> None:
+               use: str) -> dict:
     """lm_head + cross-entropy, forward and backward, for x (M, N): the plain loss (F.linear, then
     float32 for the softmax) against kernels.linear_cross_entropy (its workspace reused from call to
-    call); the time, and on CUDA the memory needed beyond the inputs."""
+    call); the time, and on CUDA the memory needed beyond the inputs. Prints the table and returns
+    its rows: name -> (seconds, peak GiB)."""
     import torch.nn.functional as F
     M, N = x.shape
     x = x.detach().requires_grad_()
@@ -393,6 +397,7 @@ def loss_table(x: torch.Tensor, V: int, device: torch.device, dtype: torch.dtype
         print(f"{name:32s} {1e3 * seconds:12.2f} {matmuls / seconds / 1e9:12.1f} {peak:12.2f}")
     base, ours = rows["F.linear + F.cross_entropy"][0], rows["kernels.linear_cross_entropy"][0]
     print(f"{'ratio (fused / plain)':32s} {base / ours:11.2f}x")
+    return rows
 
 
 def bench_loss(args) -> None:
@@ -422,7 +427,6 @@ def bench_train(args) -> None:
     if args.only:
         print(json.dumps(train_steps(args)))
         return
-    import subprocess
     device = torch.device(args.device)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     cfg = PhiConfig.from_name(args.shape)
@@ -431,7 +435,7 @@ def bench_train(args) -> None:
         for name in TRAIN_CONTENDERS:
             cmd = [sys.executable, os.path.abspath(__file__), "train", "--only", name, "--shape", args.shape,
                    "--batch", str(args.batch), "--seq_len", str(args.seq_len), "--repeats", str(args.repeats),
-                   "--device", args.device, "--dtype", args.dtype]
+                   "--device", args.device, "--dtype", args.dtype, "--kernels", args.kernels]
             out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
             if out.returncode != 0:
                 sys.exit(f"bench.py train: the {name!r} process failed (exit {out.returncode}); its error is above")
@@ -460,7 +464,7 @@ def train_steps(args) -> dict:
     device = torch.device(args.device)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     torch.manual_seed(0)
-    cfg = PhiConfig.from_name(args.shape)
+    cfg = dataclasses.replace(PhiConfig.from_name(args.shape), kernels=args.kernels)
     with torch.device(device):
         ours = Phi(cfg).train()
     tokens = torch.randint(0, min(50000, cfg.vocab_size), (args.batch, args.seq_len + 1), device=device)
@@ -498,7 +502,343 @@ def train_steps(args) -> dict:
         step()
         sync(device)
         tokens_per_s.append(args.batch * args.seq_len / (time.perf_counter() - t0))
-    return {"first_loss": first_loss, "tokens_per_s": tokens_per_s}
+    peak = torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None
+    return {"first_loss": first_loss, "tokens_per_s": tokens_per_s, "peak_gib": peak}
+
+
+# -----------------------------------------------------------------------------
+# Every GPU number in one run: python bench.py gpu
+
+GPU_SIZES = {  # the run's shapes; the dry run's are tiny, for the interpreter
+    "gpu": dict(heads=32, tokens=16384, seq_lens=(512, 1024, 2048, 4096, 8192), head_dims=(64, 80),
+                layer_norm=(16384, 2048), gelu=(16384, 8192), rope=(8, 2048, 32, 64, 32), loss=(16384, 2048, 51200),
+                train=("phi-1.5", 8, 2048, 5), decode=("phi-1.5", 16, 128)),
+    "dry": dict(heads=2, tokens=128, seq_lens=(64, 128), head_dims=(64, 80), layer_norm=(64, 256), gelu=(64, 512),
+                rope=(1, 64, 2, 64, 32), loss=(64, 64, 512), train=("phi-test", 2, 32, 1), decode=("phi-test", 4, 8)),
+}
+
+
+def bench_gpu(args) -> None:
+    """All the GPU numbers of BENCHMARKS.md, in one process (and its children), in under 8 minutes on
+    one H100 or H200: the gpu-marked tests; what the first-use probe costs; attention forward and
+    forward+backward against SDPA at phi-1.5's and phi-2's head dims, T = 512 to 8192; LayerNorm,
+    rope, GELU and the fused loss against PyTorch; one compiled phi-1.5 training step at T = 2048
+    with Triton and with PyTorch kernels; bf16 decoding with CUDA graphs. Writes args.out (JSON) and
+    the same name with .md (a Markdown block for BENCHMARKS.md), and prints the block last. A part
+    that fails is recorded and the others still run (exit status 1 then); a part that would start
+    after args.budget seconds is skipped, and the children's time is capped by it.
+    --dry-run: tiny shapes, on the CPU through Triton's interpreter; its numbers mean nothing."""
+    import kernels
+    dry = args.dry_run
+    if not dry and not torch.cuda.is_available():
+        sys.exit("bench.py gpu: no CUDA GPU found. To check the script without one: "
+                 "TRITON_INTERPRET=1 python bench.py gpu --dry-run")
+    if dry and not torch.cuda.is_available() and not kernels.INTERPRET:
+        sys.exit("bench.py gpu --dry-run without a GPU: set TRITON_INTERPRET=1 (before python starts)")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # bfloat16 on the GPU; the interpreter's bfloat16 is broken, so the CPU's dry run is float32
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    size = GPU_SIZES["dry" if dry else "gpu"]
+    start = time.perf_counter()
+    report = {"what": "python bench.py gpu" + (" --dry-run" if dry else ""),
+              "dry_run": dry, "machine": machine(), "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
+              "triton": getattr(kernels.triton, "__version__", None), "dtype": str(dtype).removeprefix("torch."),
+              "parts": {}, "errors": {}, "seconds": {}}
+    if dry:
+        print("DRY RUN: tiny shapes" + (" through Triton's interpreter on the CPU" if device.type == "cpu" else "")
+              + "; it checks that the script runs, its numbers mean nothing")
+
+    def part(name, fn):
+        if time.perf_counter() - start > args.budget:
+            report["errors"][name] = f"skipped: the run's budget of {args.budget:.0f} s was spent"
+            return
+        t0 = time.perf_counter()
+        print(f"\n== {name}", flush=True)
+        try:
+            report["parts"][name] = fn()
+        except Exception as e:  # recorded; the other parts still run
+            import traceback
+            traceback.print_exc()
+            report["errors"][name] = " ".join(f"{type(e).__name__}: {e}".split())[:500]
+        report["seconds"][name] = round(time.perf_counter() - t0, 1)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    part("machine", lambda: gpu_machine(device, dtype, dry))
+    part("tests", lambda: gpu_tests(max(60.0, 0.6 * args.budget - (time.perf_counter() - start))))
+    part("probe", lambda: gpu_probe(device, dtype, size))
+    part("attention", lambda: gpu_attention(device, dtype, size))
+    part("memory_bound", lambda: gpu_memory_bound(device, dtype, size, report["parts"].get("machine", {})))
+    part("loss", lambda: gpu_loss(device, dtype, size))
+    part("train", lambda: gpu_train(device, dtype, size, dry, lambda: args.budget - (time.perf_counter() - start)))
+    part("decode", lambda: gpu_decode(device, dtype, size, report["parts"].get("machine", {})))
+    report["seconds"]["total"] = round(time.perf_counter() - start, 1)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=1)
+    markdown = gpu_markdown(report)
+    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
+        f.write(markdown)
+    print(f"\nwrote {args.out} and {os.path.splitext(args.out)[0]}.md ({report['seconds']['total']:.0f} s)\n")
+    print(markdown)
+    if report["errors"]:
+        sys.exit(1)
+
+
+def gpu_time(fn, device: torch.device) -> float:
+    """Seconds per call: on CUDA the median of triton.testing.do_bench (CUDA events, the L2 cleared
+    between calls), elsewhere of wall-clock windows."""
+    if device.type == "cuda":
+        import triton.testing
+        return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") / 1e3
+    return median_seconds(fn, device, repeats=2, inner=1)
+
+
+def gpu_machine(device: torch.device, dtype: torch.dtype, dry: bool) -> dict:
+    from common import device_peak
+    import kernels
+    n = 8192 if not dry else 256
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))  # random data: zeros run faster
+    matmul = 2 * n ** 3 / gpu_time(lambda: a @ b, device)
+    nbytes = (2 << 30) if not dry else (1 << 22)
+    src = torch.randn(nbytes // 2, device=device, dtype=torch.bfloat16)
+    dst = torch.empty_like(src)
+    copy = 2 * nbytes / gpu_time(lambda: dst.copy_(src), device)  # bytes read plus bytes written
+    peak, peak_name = device_peak(device, dtype)
+    info = {"matmul_tflops": matmul / 1e12, "copy_gbs": copy / 1e9, "peak_tflops": peak / 1e12, "peak_name": peak_name}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info |= {"card": kernels.describe(device), "multiprocessors": props.multi_processor_count,
+                 "memory_gib": props.total_memory / 2 ** 30,
+                 "shared_memory_per_block": kernels.shared_memory_per_block(device)}
+    print(info)
+    return info
+
+
+def gpu_tests(timeout: float) -> dict:
+    """The gpu-marked tests, in a process of their own."""
+    root = os.path.dirname(os.path.abspath(__file__))
+    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-p", "no:cacheprovider", "tests/test_kernels.py"]
+    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout)
+    print(out.stdout[-6000:] + out.stderr[-2000:])
+    summary = next((line.strip("= ") for line in reversed(out.stdout.splitlines())
+                    if re.search(r"\d+ (passed|failed|skipped|deselected|error)", line)), "no summary line")
+    if out.returncode not in (0, 5):  # 5: no test ran (the dry run on the CPU skips them all)
+        raise RuntimeError(f"gpu-marked tests failed: {summary}")
+    return {"summary": summary}
+
+
+def gpu_probe(device: torch.device, dtype: torch.dtype, size: dict) -> list:
+    """What kernels.py's first-use probe costs at phi-1.5's shapes: a first run (compiling, or loading
+    from triton's cache what the tests compiled) and a second, the probe's own work."""
+    import kernels
+    rows = []
+    for kernel, dims, causal in [("attention", (64,), True), ("layer_norm", (2048,), False), ("rope", (64, 32), False),
+                                 ("gelu_tanh", (), False), ("cross_entropy", (size["loss"][2],), False)]:
+        seconds = []
+        for _ in range(2):
+            sync(device)
+            t0 = time.perf_counter()
+            passed = kernels._probe(kernel, device, dtype, dims, causal)
+            sync(device)
+            seconds.append(time.perf_counter() - t0)
+        rows.append({"kernel": kernel, "dims": dims, "passed": passed, "first_ms": 1e3 * seconds[0],
+                     "second_ms": 1e3 * seconds[1]})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def gpu_attention(device: torch.device, dtype: torch.dtype, size: dict) -> list:
+    """TFLOP/s of the two matmuls (4 B H T^2 D, halved for causal; the backward does 2.5x the forward's)."""
+    import torch.nn.functional as F
+    import kernels
+    rows = []
+    for D in size["head_dims"]:
+        for T in size["seq_lens"]:
+            B, H = max(1, size["tokens"] // T), size["heads"]
+            q, k, v, do = (torch.randn(B, H, T, D, device=device, dtype=dtype, requires_grad=True) for _ in range(4))
+            flops = 4 * B * H * T * T * D / 2
+            row = {"D": D, "T": T, "B": B, "H": H}
+            outs = {}
+            for name, f in [("sdpa", lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)),
+                            ("triton", lambda: kernels.triton_attention(q, k, v, causal=True))]:
+                with torch.no_grad():
+                    outs[name] = f()
+                    fwd = gpu_time(f, device)
+                both = gpu_time(lambda: torch.autograd.grad(f(), (q, k, v), do), device)
+                row[name] = {"fwd_tflops": flops / fwd / 1e12, "fwd_bwd_tflops": 3.5 * flops / both / 1e12}
+            row["max_abs_difference"] = (outs["triton"].float() - outs["sdpa"].float()).abs().max().item()
+            row["fwd_ratio"] = row["triton"]["fwd_tflops"] / row["sdpa"]["fwd_tflops"]
+            row["fwd_bwd_ratio"] = row["triton"]["fwd_bwd_tflops"] / row["sdpa"]["fwd_bwd_tflops"]
+            print(row, flush=True)
+            rows.append(row)
+    return rows
+
+
+def gpu_memory_bound(device: torch.device, dtype: torch.dtype, size: dict, machine_info: dict) -> list:
+    """GB/s of LayerNorm, rope and GELU, forward and forward+backward, against PyTorch's, counting the
+    bytes that must move (forward: x read, y written; backward: x and dy read, dx written)."""
+    import kernels
+    M, N = size["layer_norm"]
+    x = torch.randn(M, N, device=device, dtype=dtype)
+    w, b = 1 + 0.1 * torch.randn(N, device=device, dtype=dtype), 0.1 * torch.randn(N, device=device, dtype=dtype)
+    Bg, T, H, D, rd = size["rope"]
+    xr = torch.randn(Bg, T, H, D, device=device, dtype=dtype).transpose(1, 2)  # the model's layout
+    angles = torch.arange(T, device=device)[:, None] * 10000.0 ** (-torch.arange(0, rd, 2, device=device) / rd)
+    cos, sin = (f(torch.cat((angles, angles), -1)).to(dtype) for f in (torch.cos, torch.sin))
+    xg = 3 * torch.randn(*size["gelu"], device=device, dtype=dtype)
+    cases = [("layer_norm", (x, w, b), lambda use: lambda x, w, b: kernels.layer_norm(x, w, b, 1e-5, use)),
+             ("rope", (xr,), lambda use: lambda x: kernels.rope(x, cos, sin, use)),
+             ("gelu_tanh", (xg,), lambda use: lambda x: kernels.gelu_tanh(x, use))]
+    rows = []
+    for name, inputs, fn in cases:
+        inputs = [t.detach().requires_grad_() for t in inputs]
+        nbytes = inputs[0].numel() * inputs[0].element_size()
+        dy = torch.randn_like(inputs[0])
+        row = {"kernel": name, "shape": list(inputs[0].shape)}
+        for use in ("torch", "triton"):
+            f = fn(use)
+            with torch.no_grad():
+                fwd = gpu_time(lambda: f(*inputs), device)
+            both = gpu_time(lambda: torch.autograd.grad(f(*inputs), inputs, dy), device)
+            row[use] = {"fwd_gbs": 2 * nbytes / fwd / 1e9, "fwd_bwd_gbs": 5 * nbytes / both / 1e9}
+        row["fwd_bwd_ratio"] = row["triton"]["fwd_bwd_gbs"] / row["torch"]["fwd_bwd_gbs"]
+        if machine_info.get("copy_gbs"):
+            row["triton_of_copy"] = row["triton"]["fwd_bwd_gbs"] / machine_info["copy_gbs"]
+        print(row, flush=True)
+        rows.append(row)
+    return rows
+
+
+def gpu_loss(device: torch.device, dtype: torch.dtype, size: dict) -> dict:
+    M, N, V = size["loss"]
+    rows = loss_table(torch.randn(M, N, device=device, dtype=dtype), V, device, dtype, repeats=5, use="auto")
+    (plain_s, plain_gib), (fused_s, fused_gib) = rows.values()
+    return {"rows": M, "hidden": N, "vocab": V, "plain_ms": 1e3 * plain_s, "fused_ms": 1e3 * fused_s,
+            "plain_peak_gib": plain_gib, "fused_peak_gib": fused_gib}
+
+
+def gpu_train(device: torch.device, dtype: torch.dtype, size: dict, dry: bool, seconds_left) -> list:
+    """One training step (forward, backward, AdamW), compiled as train.py compiles it, each in a
+    process of its own: PhiConfig.kernels "auto" (Triton, after its probe) and "torch". A batch that
+    does not fit is halved. The dry run cannot compile Triton's interpreter: its Triton step is eager."""
+    shape, batch, T, repeats = size["train"]
+    rows = []
+    for kernels_ in ("auto", "torch"):
+        compiled = not (dry and device.type == "cpu" and kernels_ != "torch")
+        b, use = batch, "triton" if dry and device.type == "cpu" and kernels_ == "auto" else kernels_
+        while True:
+            cmd = [sys.executable, os.path.abspath(__file__), "train", "--only",
+                   "nanophi --compile" if compiled else "nanophi", "--shape", shape, "--batch", str(b),
+                   "--seq_len", str(T), "--repeats", str(repeats), "--device", device.type,
+                   "--dtype", "bfloat16" if dtype == torch.bfloat16 else "float32",
+                   "--kernels", use]
+            out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 timeout=max(30.0, seconds_left()))
+            if out.returncode == 0 or "OutOfMemoryError" not in out.stderr or b == 1:
+                break
+            b //= 2
+        if out.returncode != 0:
+            raise RuntimeError(f"the training step with kernels={use!r} failed: {out.stderr.strip()[-1500:]}")
+        run = json.loads(out.stdout.strip().splitlines()[-1])
+        cfg = PhiConfig.from_name(shape)
+        tps = statistics.median(run["tokens_per_s"])
+        rows.append({"kernels": use, "compiled": compiled, "shape": shape, "batch": b, "seq_len": T,
+                     "tokens_per_s": tps, "flops_per_token": flops_per_token(cfg, T),
+                     "peak_gib": run["peak_gib"], "first_loss": run["first_loss"],
+                     "warm_up": [line for line in out.stderr.splitlines() if "warm-up" in line]})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def gpu_decode(device: torch.device, dtype: torch.dtype, size: dict, machine_info: dict) -> dict:
+    """Greedy decoding, batch 1, the decode step compiled (CUDA graphs on the GPU): tokens/s, and
+    against the bound of reading every weight and the KV cache once per token at copy bandwidth."""
+    shape, prompt_len, n = size["decode"]
+    cfg = PhiConfig.from_name(shape)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = Phi(cfg).to(dtype).eval()
+    prompt = torch.randint(0, min(50000, cfg.vocab_size), (1, prompt_len), device=device)
+    step = compile_decode_step(model, device)
+    run = lambda s=None: torch.stack(list(model.generate(prompt, n, temperature=0, step=s)), 1)
+    eager = run()
+    for _ in range(2):  # compilation, then CUDA graph capture
+        compiled = run(step)
+    seconds = []
+    for _ in range(3):
+        sync(device)
+        t0 = time.perf_counter()
+        run(step)
+        sync(device)
+        seconds.append(time.perf_counter() - t0)
+    tps = n / statistics.median(seconds)
+    element = torch.finfo(dtype).bits // 8
+    weights = (model.num_params() - cfg.vocab_size * cfg.n_embd) * element  # the embedding: one row a token
+    kv_cache = 2 * cfg.n_layer * cfg.n_embd * (prompt_len + n // 2) * element
+    bound = machine_info.get("copy_gbs", float("nan")) * 1e9 / (weights + kv_cache)
+    info = {"shape": shape, "prompt": prompt_len, "new_tokens": n, "tokens_per_s": tps, "bound_tokens_per_s": bound,
+            "of_bound": tps / bound, "same_tokens_as_eager": torch.equal(eager, compiled)}
+    print(info)
+    return info
+
+
+def gpu_markdown(r: dict) -> str:
+    """The report as a Markdown block for BENCHMARKS.md."""
+    p, m = r["parts"], r["parts"].get("machine", {})
+    f = lambda v, fmt=".1f": "-" if v is None else format(v, fmt)
+    out = [f"### `{r['what']}`, {r['date']}" + (" (DRY RUN: tiny shapes, the numbers mean nothing)" if r["dry_run"] else ""),
+           "",
+           f"Machine: {m.get('card', r['machine'])}, torch {r['torch']}, triton {r['triton']}, {r['dtype']}. Measured: "
+           f"{r['dtype']} matmul {f(m.get('matmul_tflops'))} TFLOP/s, copy {f(m.get('copy_gbs'), '.0f')} GB/s (read + "
+           f"write); MFU against {m.get('peak_name', '?')} {f(m.get('peak_tflops'), '.0f')} TFLOP/s. "
+           f"Run time {r['seconds'].get('total', 0):.0f} s.", ""]
+    if "tests" in p:
+        out += [f"gpu-marked tests: {p['tests']['summary']}", ""]
+    if "probe" in p:
+        out += ["first-use probe, ms (first run with compilation or triton's cache, second run): " + "; ".join(
+            f"{x['kernel']} {x['first_ms']:.0f} / {x['second_ms']:.1f}" + ("" if x["passed"] else " FAILED")
+            for x in p["probe"]), ""]
+    if "attention" in p:
+        out += ["| attention, causal | B x H | SDPA fwd | Triton fwd | ratio | SDPA fwd+bwd | Triton fwd+bwd | ratio |",
+                "|---|---|---|---|---|---|---|---|"]
+        for a in p["attention"]:
+            out.append(f"| D={a['D']}, T={a['T']} | {a['B']} x {a['H']} | {a['sdpa']['fwd_tflops']:.1f} | "
+                       f"{a['triton']['fwd_tflops']:.1f} | {a['fwd_ratio']:.2f}x | {a['sdpa']['fwd_bwd_tflops']:.1f} | "
+                       f"{a['triton']['fwd_bwd_tflops']:.1f} | {a['fwd_bwd_ratio']:.2f}x |")
+        out += ["", "(TFLOP/s; target: Triton at least 1.0x SDPA, forward and backward)", ""]
+    if "memory_bound" in p:
+        out += ["| kernel | shape | PyTorch fwd / fwd+bwd GB/s | Triton fwd / fwd+bwd GB/s | ratio (fwd+bwd) | Triton of copy |",
+                "|---|---|---|---|---|---|"]
+        for k in p["memory_bound"]:
+            out.append(f"| {k['kernel']} | {tuple(k['shape'])} | {k['torch']['fwd_gbs']:.0f} / {k['torch']['fwd_bwd_gbs']:.0f}"
+                       f" | {k['triton']['fwd_gbs']:.0f} / {k['triton']['fwd_bwd_gbs']:.0f} | {k['fwd_bwd_ratio']:.2f}x | "
+                       f"{100 * k.get('triton_of_copy', float('nan')):.0f}% |")
+        out += ["", "(target: LayerNorm at least 70% of copy bandwidth)", ""]
+    if "loss" in p:
+        lo = p["loss"]
+        out += [f"lm_head + loss, fwd+bwd, ({lo['rows']}, {lo['hidden']}) x {lo['vocab']}: plain {lo['plain_ms']:.2f} ms, "
+                f"peak {f(lo['plain_peak_gib'], '.2f')} GiB; fused {lo['fused_ms']:.2f} ms, peak "
+                f"{f(lo['fused_peak_gib'], '.2f')} GiB", ""]
+    if "train" in p:
+        out += ["| training step | batch x T | tokens/s | MFU | MFU of measured matmul | peak GiB | first-step loss |",
+                "|---|---|---|---|---|---|---|"]
+        for t in p["train"]:
+            flops = t["tokens_per_s"] * t["flops_per_token"]
+            out.append(f"| {t['shape']}, kernels={t['kernels']}{', compiled' if t['compiled'] else ', eager'} | "
+                       f"{t['batch']} x {t['seq_len']} | {t['tokens_per_s']:,.0f} | "
+                       f"{100 * flops / (1e12 * m.get('peak_tflops', float('nan'))):.1f}% | "
+                       f"{100 * flops / (1e12 * m.get('matmul_tflops', float('nan'))):.1f}% | {f(t['peak_gib'], '.1f')} | "
+                       f"{t['first_loss']:.4f} |")
+        out += ["", "(target: MFU at least 50% on one H100)", ""]
+    if "decode" in p:
+        d = p["decode"]
+        out += [f"decode, {d['shape']}, batch 1, prompt {d['prompt']}, {d['new_tokens']} new tokens, compiled step: "
+                f"{d['tokens_per_s']:.1f} tokens/s, {100 * d['of_bound']:.0f}% of the {d['bound_tokens_per_s']:.0f} "
+                f"tokens/s that reading the weights and KV cache at copy bandwidth allows (target 70%); same tokens "
+                f"as eager: {d['same_tokens_as_eager']}", ""]
+    for name, error in r["errors"].items():
+        out.append(f"**{name}: {error}**")
+    return "\n".join(out).rstrip() + "\n"
 
 
 def main(argv=None) -> None:
@@ -536,6 +876,7 @@ def main(argv=None) -> None:
     t.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     t.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="autocast dtype")
     t.add_argument("--rounds", type=int, default=2, help="turns each contender's process takes")
+    t.add_argument("--kernels", default="auto", choices=["auto", "triton", "torch"], help="nanophi's PhiConfig.kernels")
     t.add_argument("--only", default=None, help=argparse.SUPPRESS)  # the child process of one contender
     lo = sub.add_parser("loss", help="lm_head + cross-entropy, forward and backward: fused against plain")
     lo.add_argument("--rows", type=int, default=4 * 512, help="tokens (batch x sequence length)")
@@ -544,9 +885,14 @@ def main(argv=None) -> None:
     lo.add_argument("--repeats", type=int, default=5)
     lo.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     lo.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    g = sub.add_parser("gpu", help="every GPU number of BENCHMARKS.md in one run (JSON and Markdown)")
+    g.add_argument("--out", default="bench_gpu.json", help="the JSON file; the Markdown goes beside it (.md)")
+    g.add_argument("--budget", type=float, default=400.0, help="seconds after which no further part starts")
+    g.add_argument("--dry-run", action="store_true", help="tiny shapes, to check the script (TRITON_INTERPRET=1 "
+                   "without a GPU); its numbers mean nothing")
     args = p.parse_args(argv)
     {"sample": bench_sample, "data": bench_data, "kernels": bench_kernels, "train": bench_train,
-     "loss": bench_loss}[args.what](args)
+     "loss": bench_loss, "gpu": bench_gpu}[args.what](args)
 
 
 if __name__ == "__main__":

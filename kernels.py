@@ -7,13 +7,25 @@ The arithmetic of phi's layers, each with its backward, and the one place that p
     gelu_tanh(x, use)                           0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
     linear_cross_entropy(x, W, b, targets, use) mean cross-entropy of x W^T + b, fused and chunked
 
-model.py calls these five and does not know what runs them. `use` is PhiConfig.kernels: "torch"
-runs PyTorch (SDPA, F.layer_norm, ...); "triton" runs the Triton kernels below (FlashAttention-2,
-LayerNorm, rope, GELU and the cross-entropy row step, all computing in float32 whatever the input
-dtype); "auto" runs Triton on CUDA tensors when triton imports, PyTorch otherwise (see use_triton).
+model.py calls these five and does not know what runs them. `use` is PhiConfig.kernels, and
+use_triton reads it: "torch" runs PyTorch (SDPA, F.layer_norm, ...); "triton" runs the Triton
+kernels below (FlashAttention-2, LayerNorm, rope, GELU and the cross-entropy row step, all
+computing in float32 whatever the input dtype); "auto" runs Triton on CUDA tensors when triton
+imports and the kernel has passed its first-use probe there, PyTorch otherwise.
+
+The probe (trusted): the first time "auto" would run a kernel for a (device, dtype, head dim or
+width, causal), it runs it on a small input, forward and backward, with each autotune config it may
+be given, against PyTorch in float64; on an exception or a wrong value it warns once, in one line,
+and PyTorch computes that kernel from then on. Under torch.compile it runs while Dynamo traces,
+eagerly, and its verdict is a constant of the graph.
+
+The pruning (ATTENTION_CONFIGS): each attention autotune config states the shared memory it needs,
+measured by tests/compile_kernels.py for sm_80, 86, 89 and 90; a GPU is offered only the configs
+whose need fits the shared memory it gives a program, so no launch fails for lack of it.
+
 Without a GPU the Triton kernels run on CPU tensors through Triton's interpreter: set
 TRITON_INTERPRET=1 before triton is first imported (tests/conftest.py does).
-tests/compile_kernels.py compiles them for a GPU without one. Where triton is not installed (its
+tests/compile_kernels.py compiles them for GPUs without one. Where triton is not installed (its
 wheels are Linux-only) this file still imports, and PyTorch runs everything.
 
 References for the algorithms (read to learn, not copied): Dao, "FlashAttention-2" (2023), the
@@ -24,6 +36,7 @@ from __future__ import annotations  # Triton's `tl.constexpr` annotations stay s
 
 import math
 import os
+import warnings
 from typing import Optional
 
 import torch
@@ -47,8 +60,17 @@ def jit(fn):
 # -----------------------------------------------------------------------------
 # Who runs what
 
-def use_triton(use: str, x: torch.Tensor) -> bool:
-    """Whether `use` (PhiConfig.kernels) picks the Triton kernels for tensors like x."""
+# "auto" runs Triton on these device types. The tests add "cpu", where Triton's interpreter runs
+# the kernels, to check the probe without a GPU.
+AUTO_DEVICES = {"cuda"}
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # what the kernels take
+
+
+def use_triton(use: str, kernel: str, x: torch.Tensor, dims: tuple = (), causal: bool = False) -> bool:
+    """Whether `use` (PhiConfig.kernels) picks the Triton kernel named `kernel` for tensors like x.
+    "auto": for float16, bfloat16 and float32 tensors on CUDA, if triton imports and the kernel
+    passed its first-use probe (trusted) for x's device and dtype, the sizes dims that shape its
+    code (head dim, hidden size, ...) and causal."""
     if use == "torch":
         return False
     if use == "triton":
@@ -56,7 +78,8 @@ def use_triton(use: str, x: torch.Tensor) -> bool:
             raise RuntimeError("PhiConfig.kernels='triton' but triton is not installed; pip install triton, "
                                "or use kernels='torch'")
         return True
-    return x.is_cuda and triton is not None
+    return (triton is not None and x.device.type in AUTO_DEVICES and x.dtype in TRITON_DTYPES
+            and trusted(kernel, x.device, x.dtype, dims, causal))
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor] = None,
@@ -65,7 +88,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[
     mask (training, or a forward without the cache); with the KV cache, a boolean (T, S) saying which
     cache slots each query may see. Triton takes the plain causal case without dropout; decoding
     stays on SDPA, as the cache's valid length is a tensor (input_pos), not a shape."""
-    if mask is None and dropout_p == 0.0 and use_triton(use, q):
+    if mask is None and dropout_p == 0.0 and use_triton(use, "attention", q, (q.shape[-1],), causal=True):
         return triton_attention(q, k, v, causal=True)
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
@@ -73,7 +96,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float, use: str = "auto"):
-    if use_triton(use, x):
+    if use_triton(use, "layer_norm", x, (weight.shape[0],)):
         return triton_layer_norm(x, weight, bias, eps)
     return F.layer_norm(x, weight.shape, weight, bias, eps)
 
@@ -82,7 +105,7 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, use: str = "auto
     """Rotate the first rotary_dim dims of each head of x (B, H, T, D) with the tables cos, sin
     (T, rotary_dim); the rest pass through. Inside the rotated slice, dim i pairs with dim
     i + rotary_dim/2 ("rotate half", as GPT-NeoX)."""
-    if use_triton(use, x):
+    if use_triton(use, "rope", x, (x.shape[-1], cos.shape[-1])):
         return triton_rope(x, cos, sin)
     rd = cos.shape[-1]
     x_rot, x_pass = x[..., :rd], x[..., rd:]
@@ -92,7 +115,7 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, use: str = "auto
 
 def gelu_tanh(x: torch.Tensor, use: str = "auto") -> torch.Tensor:
     """phi's gelu_new: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), the tanh approximation."""
-    if use_triton(use, x):
+    if use_triton(use, "gelu_tanh", x):
         return triton_gelu_tanh(x)
     return F.gelu(x, approximate="tanh")
 
@@ -155,7 +178,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # x (M, C), weight (V, C), bias (V,): one dtype (the autocast one, cast by the caller);
         # ws (chunk rows, V) of that dtype; needs: which of dx, dW, db to compute
         M, V = x.shape[0], weight.shape[0]
-        rows_ = triton_cross_entropy_rows_ if use_triton(use, x) else cross_entropy_rows_
+        rows_ = triton_cross_entropy_rows_ if use_triton(use, "cross_entropy", x, (V,)) else cross_entropy_rows_
         # dW and db add up M rows: in float32 for lower precisions (float64 stays float64)
         acc = torch.float64 if x.dtype == torch.float64 else torch.float32
         n = (targets != ignore_index).sum()  # rows counted, on the device
@@ -233,6 +256,163 @@ def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
         return _LinearCrossEntropy.apply(x.reshape(-1, C).to(dtype).contiguous(), weight.to(dtype).contiguous(),
                                          bias.to(dtype).contiguous(), targets.reshape(-1),
                                          workspace(rows, V, dtype, x.device), int(ignore_index), needs, use)
+
+
+# =============================================================================
+# The first-use probe
+#
+# A kernel that compiles on one card can fail on another (its resources, a compiler or driver
+# bug), and a wrong kernel in training shows only as a worse loss. So "auto" trusts a Triton kernel
+# on a device only once it has checked it there: the first time it is asked for with a given
+# (device, dtype, dims, causal), it runs on a small input, forward and backward, once per autotune
+# config it may be given (none is benchmarked), and is compared with the PyTorch path in float64.
+# An exception, a value that is not finite or a relative error beyond PROBE_TOL makes it warn once,
+# in one line naming the kernel, the card and what went wrong, and PyTorch computes that kernel in
+# this process from then on. The probe's arithmetic takes milliseconds. The compilation it starts
+# is, in eager mode, the one the first real call would start (its sizes are multiples of 16, as
+# phi's are, so Triton's specialisation on divisibility by 16 gives the same binaries); under
+# torch.compile, Inductor compiles its own copy of the kernels besides.
+
+# relative error allowed against float64: a few times what the tests hold the kernels to (1e-4,
+# 2e-3, 2e-2), far below the O(1) error of a broken kernel
+PROBE_TOL = {torch.float32: 1e-3, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+_verdicts: dict = {}  # (kernel, device, dtype, dims, causal) -> whether Triton computes it
+
+
+@torch.compiler.assume_constant_result
+def trusted(kernel: str, device: torch.device, dtype: torch.dtype, dims: tuple, causal: bool) -> bool:
+    """Whether the Triton kernel passed its probe on device for (dtype, dims, causal); the first
+    call for a key runs the probe, the others return its verdict.
+
+    Why this is safe under torch.compile: Dynamo does not trace a function marked
+    assume_constant_result. It calls it, with the constant arguments it sees while tracing, and
+    writes its answer into the graph as a constant. So the probe runs eagerly, on real tensors,
+    before the graph that depends on it exists, never inside a compiled region or a CUDA graph; a
+    recompilation calls it again and gets the stored verdict. (Were an argument symbolic, Dynamo
+    would break the graph here and call it eagerly: slower, still right. model.py's dims come from
+    module attributes and parameter shapes, which stay static.)"""
+    key = (kernel, device, dtype, tuple(dims), bool(causal))
+    if key not in _verdicts:
+        _verdicts[key] = _probe(*key)
+    return _verdicts[key]
+
+
+def _probe_case(kernel: str, randn, dims: tuple, causal: bool):
+    """A small problem for kernel: (the Triton function, the PyTorch function, inputs, how many of
+    the first inputs to differentiate, names of the output and gradients). Each function returns a
+    tuple of tensors; the first is differentiated."""
+    small = INTERPRET  # the interpreter runs Python: a few blocks are enough
+    if kernel == "attention":
+        (D,) = dims
+        H, T = (1, 48) if small else (16, 384)
+        q, k, v = (randn(1, T, H, D).transpose(1, 2) for _ in range(3))  # the model's (B, T, H, D) layout
+        return (lambda q, k, v: (triton_attention(q, k, v, causal=causal),),
+                lambda q, k, v: (F.scaled_dot_product_attention(q, k, v, is_causal=causal),),
+                (q, k, v), 3, ("out", "dq", "dk", "dv"))
+    if kernel == "layer_norm":
+        (N,) = dims
+        x, w, b = randn(64, N, scale=3.0), 1 + randn(N, scale=0.5), randn(N, scale=0.5)
+        return (lambda x, w, b: (triton_layer_norm(x, w, b, 1e-5),), lambda x, w, b: (layer_norm(x, w, b, 1e-5, "torch"),),
+                (x, w, b), 3, ("y", "dx", "dweight", "dbias"))
+    if kernel == "rope":
+        D, rd = dims
+        H, T = (1, 16) if small else (16, 384)
+        angles = torch.arange(T, dtype=torch.float32)[:, None] * 10000.0 ** (-torch.arange(0, rd, 2) / max(rd, 1))
+        angles = torch.cat((angles, angles), -1).to(randn(1).device)
+        x = randn(1, T, H, D).transpose(1, 2)
+        return (lambda x, cos, sin: (triton_rope(x, cos, sin),), lambda x, cos, sin: (rope(x, cos, sin, "torch"),),
+                (x, angles.cos().to(x.dtype), angles.sin().to(x.dtype)), 1, ("y", "dx"))
+    if kernel == "gelu_tanh":
+        return (lambda x: (triton_gelu_tanh(x),), lambda x: (gelu_tanh(x, "torch"),), (randn(64, 256, scale=3.0),), 1,
+                ("y", "dx"))
+    if kernel == "cross_entropy":
+        (V,) = dims
+        z = randn(16, V, scale=2.0)
+        targets = torch.randint(0, V, (16,), generator=torch.Generator().manual_seed(0)).to(z.device)
+        targets[3] = -1  # an ignored row
+
+        def fn(rows_):
+            def step(z):
+                z = z.clone()  # overwritten by its gradient
+                losses = torch.empty(16, dtype=torch.float64 if z.dtype == torch.float64 else torch.float32,
+                                     device=z.device)
+                rows_(z, targets, losses, -1, True)
+                return losses, z
+            return step
+        return fn(triton_cross_entropy_rows_), fn(cross_entropy_rows_), (z,), 0, ("loss", "dlogits")
+    raise ValueError(f"kernels.py: no probe for a kernel named {kernel!r}")
+
+
+def _run(fn, inputs, n_diff: int, dy):
+    """fn's outputs, then the gradient of sum(out * dy) for the first n_diff inputs."""
+    inputs = [t.detach().requires_grad_(i < n_diff) for i, t in enumerate(inputs)]
+    out = fn(*inputs)
+    grads = torch.autograd.grad(out[0], inputs[:n_diff], dy(out[0])) if n_diff else ()
+    return [t.detach() for t in (*out, *grads)]
+
+
+def _probe(kernel: str, device: torch.device, dtype: torch.dtype, dims: tuple, causal: bool) -> bool:
+    gen = torch.Generator().manual_seed(0)  # its own: the caller's random streams are left alone
+
+    def randn(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=gen)).to(device=device, dtype=dtype)
+
+    dys = {}  # one incoming gradient per output shape, the same for both paths
+
+    def dy(out):
+        if out.shape not in dys:
+            dys[out.shape] = randn(*out.shape)
+        return dys[out.shape].to(out.dtype)
+
+    tuners = _attention_kernels(dtype) if kernel == "attention" and triton else ()
+    saved = [t.configs for t in tuners]
+    what, current = None, ""
+    try:
+        # gradients even when called under torch.no_grad or inference_mode (generate); no autocast,
+        # so that the float64 reference stays float64
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
+            fn, ref, inputs, n_diff, names = _probe_case(kernel, randn, dims, causal)
+            expected = _run(ref, [t.double() for t in inputs], n_diff, dy)
+            # every config the autotuner may run here, one at a time: each autotuner offers only its
+            # i-th (cycling), so that none is benchmarked (the autotuner runs a lone config as it is)
+            offered = [_offered(t, device) for t in tuners]
+            for i in range(max(map(len, offered), default=1)):
+                for t, configs in zip(tuners, offered):
+                    t.configs = [configs[i % len(configs)]]
+                if tuners:  # (BLOCK_M, BLOCK_N, warps, stages), for the warning
+                    current = f", with configs {', '.join(str(config_key(t.configs[0])) for t in tuners)}"
+                for name, got, want in zip(names, _run(fn, inputs, n_diff, dy), expected):
+                    err = (got.double() - want).abs().max().item() / (want.abs().max().item() or 1.0)
+                    if not err <= PROBE_TOL[dtype]:  # NaN too
+                        what = f"{name} differs from PyTorch's by {err:.1e} (tolerance {PROBE_TOL[dtype]:.0e}){current}"
+                        break
+                if what:
+                    break
+    except Exception as e:  # whatever it is, PyTorch takes over; the warning says what it was
+        what = " ".join(f"{type(e).__name__}: {e}".split())[:300] + current
+    finally:
+        for t, configs in zip(tuners, saved):
+            t.configs = configs
+    if what is None:
+        return True
+    shape = ", ".join([str(dtype).removeprefix("torch."), *(f"{n} {d}" for n, d in zip(_DIM_NAMES[kernel], dims))]
+                      + (["causal" if causal else "not causal"] if kernel == "attention" else []))
+    warnings.warn(f"kernels.py: the Triton {kernel} kernel ({shape}) failed its first-use check on "
+                  f"{describe(device)}: {what}. PyTorch computes {kernel} in this process from now on.",
+                  RuntimeWarning, stacklevel=2)
+    return False
+
+
+_DIM_NAMES = {"attention": ("head dim",), "layer_norm": ("hidden size",), "rope": ("head dim", "rotary dim"),
+              "gelu_tanh": (), "cross_entropy": ("vocabulary",)}
+
+
+def describe(device: torch.device) -> str:
+    """The card, in words: name and architecture."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"{torch.cuda.get_device_name(device)} (sm_{major}{minor})"
+    return f"{device} (Triton's interpreter)" if INTERPRET else str(device)
 
 
 # =============================================================================
@@ -532,25 +712,92 @@ def _attn_bwd_dq(Q, K, V, DO, LSE, DELTA, DQ,
                 dq, offs_m, Tq, offs_d, HEAD_DIM, BLOCK_D)
 
 
-# Block sizes. On a GPU the autotuner times a few candidates once per shape (Tq, Tk, head_dim,
-# causal, dtype) and keeps the fastest; the interpreter gets one small configuration, small enough
-# that the tests' odd lengths span several blocks.
+# Block sizes. On a GPU the autotuner times the candidates once per shape (Tq, Tk, head_dim, causal,
+# dtype) and keeps the fastest; the interpreter gets one small configuration, small enough that the
+# tests' odd lengths span several blocks. float16 and bfloat16 get tensor-core tiles; float32, whose
+# exact dots run on the CUDA cores, gets one small tile per kernel: its large tiles spill, need more
+# than the 99 KiB of shared memory an RTX 3090 or 4090 gives a program, and take minutes to compile.
+#
+# Each candidate comes with its need: the shared memory, in bytes, that one program of it uses, the
+# most over sm_80, 86, 89 and 90 and head dims up to 128, as triton allocates it (measured by
+# tests/compile_kernels.py --all, which fails wherever a kernel uses more than is written here).
+# The pruning rule (_fitting): a GPU is offered a config only if its need is at most the shared
+# memory a program may use there (sm_80 163 KiB, sm_86 and sm_89 99 KiB, sm_90 227 KiB; read from
+# the device), so no launch fails for lack of it. Every config here fits all four; the rule keeps
+# smaller cards (sm_75: 64 KiB) and new configs honest.
+ATTENTION_CONFIGS = {  # kernel -> element size -> {(BLOCK_M, BLOCK_N, warps, stages): need}
+    "forward": {2: {(128, 64, 8, 3): 49152, (128, 64, 8, 4): 49152, (128, 128, 8, 3): 65536, (64, 64, 4, 3): 40960,
+                    (64, 128, 8, 3): 65536, (128, 32, 8, 3): 40960},
+                4: {(32, 32, 4, 2): 53248}},
+    "dkdv": {2: {(32, 128, 8, 3): 98816, (16, 128, 8, 3): 82176, (64, 64, 8, 3): 74752, (32, 64, 8, 3): 66048,
+                 (16, 64, 8, 3): 49408, (32, 64, 4, 3): 66048},
+             4: {(16, 32, 4, 2): 32896}},
+    "dq": {2: {(128, 32, 8, 3): 81920, (128, 64, 8, 3): 98304, (64, 64, 4, 3): 65536, (64, 32, 4, 3): 49152,
+               (64, 64, 8, 3): 65536, (32, 64, 4, 3): 40960},
+           4: {(16, 32, 4, 2): 51200}},
+}
+_AUTOTUNE_KEY = ["Tq", "Tk", "HEAD_DIM", "CAUSAL"]  # the autotuner adds the tensors' dtypes
+
+
+def config_key(config) -> tuple:
+    """(BLOCK_M, BLOCK_N, warps, stages) of a triton.Config."""
+    return config.kwargs["BLOCK_M"], config.kwargs["BLOCK_N"], config.num_warps, config.num_stages
+
+
+_shared_limits: dict = {}  # CUDA device index -> bytes
+
+
+@torch.compiler.assume_constant_result  # called while Dynamo traces (see trusted): a constant in the graph
+def shared_memory_per_block(device: torch.device) -> int:
+    """The most shared memory one program may use on device: the number triton checks at launch."""
+    if device.type != "cuda":
+        return 1 << 40  # the interpreter has no such limit
+    index = torch.cuda.current_device() if device.index is None else device.index
+    if index not in _shared_limits:
+        _shared_limits[index] = triton.runtime.driver.active.utils.get_device_properties(index)["max_shared_mem"]
+    return _shared_limits[index]
+
+
+def _fitting(name: str, needs: dict):
+    """The autotuner's early_config_prune: the configs whose need fits Q's GPU."""
+    def prune(configs, named_args, **kwargs):
+        limit = shared_memory_per_block(named_args["Q"].device)
+        kept = [c for c in configs if needs[config_key(c)] <= limit]
+        if not kept:
+            raise RuntimeError(f"triton_attention: no {name} config fits in the {limit} bytes of shared memory "
+                               f"a program may use on this GPU")
+        return kept
+    return prune
+
+
 def _configs(candidates):
     if INTERPRET:
         return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32})]
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in candidates]
 
 
-_AUTOTUNE_KEY = ["Tq", "Tk", "HEAD_DIM", "CAUSAL"]  # the autotuner adds the tensors' dtypes
-# (BLOCK_M, BLOCK_N, warps, stages): candidates that compile for sm_90 without register spills at
-# head dim 64 (and, for most, at 80/128), per tests/compile_kernels.py and cuobjdump
-if triton:
-    _attn_fwd = triton.autotune(_configs([(128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 3), (64, 64, 4, 3),
-                                          (64, 128, 8, 3), (128, 32, 8, 3)]), key=_AUTOTUNE_KEY)(_attn_fwd)
-    _attn_bwd_dkdv = triton.autotune(_configs([(32, 128, 8, 3), (16, 128, 8, 3), (64, 64, 8, 3), (32, 64, 8, 3),
-                                               (16, 64, 8, 3), (32, 64, 4, 3)]), key=_AUTOTUNE_KEY)(_attn_bwd_dkdv)
-    _attn_bwd_dq = triton.autotune(_configs([(128, 32, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3),
-                                             (64, 64, 8, 3), (32, 64, 4, 3)]), key=_AUTOTUNE_KEY)(_attn_bwd_dq)
+def _autotuned(kernel, name: str, itemsize: int):
+    needs = ATTENTION_CONFIGS[name][itemsize]
+    return triton.autotune(_configs(needs), key=_AUTOTUNE_KEY,
+                           prune_configs_by={"early_config_prune": _fitting(name, needs)})(kernel)
+
+
+if triton:  # (forward, dK and dV, dQ), autotuned for 2-byte dtypes and for float32
+    _ATTENTION_16 = tuple(_autotuned(k, n, 2) for k, n in [(_attn_fwd, "forward"), (_attn_bwd_dkdv, "dkdv"),
+                                                           (_attn_bwd_dq, "dq")])
+    _ATTENTION_32 = tuple(_autotuned(k, n, 4) for k, n in [(_attn_fwd, "forward"), (_attn_bwd_dkdv, "dkdv"),
+                                                           (_attn_bwd_dq, "dq")])
+
+
+def _attention_kernels(dtype: torch.dtype) -> tuple:
+    return _ATTENTION_32 if dtype == torch.float32 else _ATTENTION_16
+
+
+def _offered(tuner, device: torch.device) -> list:
+    """The configs tuner may run on device (the autotuner runs a lone config unpruned)."""
+    if len(tuner.configs) == 1:
+        return tuner.configs
+    return tuner.early_config_prune(tuner.configs, {"Q": torch.empty(0, device=device)})
 
 
 def _head_block(D: int) -> int:
@@ -569,9 +816,10 @@ def _attention_forward(q, k, v, causal: bool, sm_scale: float):
     o = torch.empty(B, Tq, H, D, dtype=q.dtype, device=q.device).transpose(1, 2)
     lse = torch.empty(B, H, Tq, dtype=torch.float32, device=q.device)
     grid = lambda meta: (triton.cdiv(Tq, meta["BLOCK_M"]), B * H)
-    _attn_fwd[grid](q, k, v, o, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(o),
-                    H, Tq, Tk, sm_scale * LOG2E,
-                    HEAD_DIM=D, BLOCK_D=_head_block(D), CAUSAL=causal, DOT_PREC=_dot_precision(q.dtype))
+    forward_kernel = _attention_kernels(q.dtype)[0]
+    forward_kernel[grid](q, k, v, o, lse, *_strides(q), *_strides(k), *_strides(v), *_strides(o),
+                         H, Tq, Tk, sm_scale * LOG2E,
+                         HEAD_DIM=D, BLOCK_D=_head_block(D), CAUSAL=causal, DOT_PREC=_dot_precision(q.dtype))
     return o, lse
 
 
@@ -585,13 +833,14 @@ def _attention_backward(do, q, k, v, o, lse, causal: bool, sm_scale: float):
     common = dict(HEAD_DIM=D, BLOCK_D=_head_block(D), CAUSAL=causal, DOT_PREC=_dot_precision(q.dtype))
     _attn_bwd_delta[(triton.cdiv(Tq, 64), B * H)](o, do, delta, *_strides(o), *_strides(do), H, Tq,
                                                    HEAD_DIM=D, BLOCK_D=_head_block(D), BLOCK_M=64)
+    _, dkdv_kernel, dq_kernel = _attention_kernels(q.dtype)
     grid = lambda meta: (triton.cdiv(Tk, meta["BLOCK_N"]), B * H)
-    _attn_bwd_dkdv[grid](q, k, v, do, lse, delta, dk, dv, *_strides(q), *_strides(k), *_strides(v),
-                         *_strides(do), *_strides(dk), *_strides(dv), H, Tq, Tk, sm_scale,
-                         sm_scale * LOG2E, **common)
+    dkdv_kernel[grid](q, k, v, do, lse, delta, dk, dv, *_strides(q), *_strides(k), *_strides(v),
+                      *_strides(do), *_strides(dk), *_strides(dv), H, Tq, Tk, sm_scale,
+                      sm_scale * LOG2E, **common)
     grid = lambda meta: (triton.cdiv(Tq, meta["BLOCK_M"]), B * H)
-    _attn_bwd_dq[grid](q, k, v, do, lse, delta, dq, *_strides(q), *_strides(k), *_strides(v),
-                       *_strides(do), *_strides(dq), H, Tq, Tk, sm_scale, sm_scale * LOG2E, **common)
+    dq_kernel[grid](q, k, v, do, lse, delta, dq, *_strides(q), *_strides(k), *_strides(v),
+                    *_strides(do), *_strides(dq), H, Tq, Tk, sm_scale, sm_scale * LOG2E, **common)
     return dq, dk, dv
 
 

@@ -1,9 +1,12 @@
 """bench.py runs, and its contenders compute the same thing (the timings themselves are not tested)."""
 
+import json
 import os
 import re
 import subprocess
 import sys
+
+import pytest
 
 from conftest import ROOT
 
@@ -42,3 +45,19 @@ def test_bench_data_runs_both_contenders_on_the_same_corpus_and_reports_memory()
     assert memory, out.stdout
     docs, index_bytes_per_doc = int(memory.group(1).replace(",", "")), float(memory.group(6))
     assert docs > 50 and 370 < index_bytes_per_doc < 400
+
+
+@pytest.mark.slow
+def test_bench_gpu_dry_run_runs_every_part_and_writes_json_and_markdown(tmp_path):
+    # without a GPU: tiny shapes through Triton's interpreter (about 2-5 minutes on 2 cores)
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    out_json = tmp_path / "gpu.json"
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "bench.py"), "gpu", "--dry-run", "--out", str(out_json)],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=1800)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    report = json.loads(out_json.read_text())
+    assert report["dry_run"] and not report["errors"]
+    assert set(report["parts"]) == {"machine", "tests", "probe", "attention", "memory_bound", "loss", "train", "decode"}
+    assert all(p["passed"] for p in report["parts"]["probe"])
+    markdown = (tmp_path / "gpu.md").read_text()
+    assert "DRY RUN" in markdown and markdown in out.stdout  # the block is printed last
