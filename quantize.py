@@ -44,8 +44,8 @@ import torch.nn.functional as F
 METHODS = ("int8",)  # the values of --quantize
 
 # Up to this many rows (tokens x sequences) a matmul on the CPU runs the int8 kernel; more rows reuse
-# each weight enough that dequantizing it first is faster. Measured on an 8192 x 2048 float32 weight
-# (2-core Xeon): 13 ms against 40 ms for one row, 40 against 47 for four, 72 against 49 for eight.
+# each weight enough that dequantizing it first is faster (the crossover, timed on an 8192 x 2048
+# float32 weight, is in BENCHMARKS.md).
 FEW_ROWS = 4
 
 
