@@ -28,6 +28,24 @@ scored by exact match and F1 under the official evaluation script's answer norma
 
 Perplexity and bits per byte: on a text file, or on a uint16 token memmap (documents separated by
 <|endoftext|>), in non-overlapping windows of the model's context.
+
+Every task but HumanEval reads DATA_DIR/<task>.jsonl, one row of the official dataset per line,
+made once with network, e.g. `load_dataset("allenai/ai2_arc", "ARC-Easy", split="test").to_json("data/eval/arc_easy.jsonl")`:
+
+| task | dataset, split | prompt / choices |
+|---|---|---|
+| `arc_easy`, `arc_challenge` | `allenai/ai2_arc` (`ARC-Easy`, `ARC-Challenge`), test | `Question: {question}\\nAnswer:` / ` {choice}` |
+| `boolq` | `super_glue` `boolq` or `google/boolq`, validation | `{passage}\\nQuestion: {question}?\\nAnswer:` / ` no`, ` yes` |
+| `hellaswag` | `Rowan/hellaswag`, validation | `{activity_label}: {ctx_a} {ctx_b}` / ` {ending}` (WikiHow tags cleaned) |
+| `openbookqa` | `allenai/openbookqa` (`main`), test | `{question_stem}` / ` {choice}` |
+| `piqa` | `ybisk/piqa`, validation | `Question: {goal}\\nAnswer:` / ` {sol}` |
+| `siqa` | `allenai/social_i_qa`, validation | `Q: {context} {question}\\nA:` / ` {answer}` |
+| `winogrande` | `allenai/winogrande` (`winogrande_xl`), validation | partial scoring of the sentence after `_` |
+| `mmlu` | `cais/mmlu` (`all`), test; `split="dev"` into `mmlu_dev.jsonl` for the shots | 2-shot, the harness's prompt, choices ` A`..` D`; acc over all questions and over the 57 subjects |
+| `squad` | `rajpurkar/squad` (v1.1), validation | zero-shot, the harness's prompt, greedy to the first newline; exact match and F1 (official v1.1 normalization) |
+| `gsm8k` | `openai/gsm8k` (`main`), test | zero-shot "via coding": PAL's `def solution():` with the question as docstring, run in the sandbox; within 1e-3 of the answer |
+| `mbpp` | `google-research-datasets/mbpp` (`full` or `sanitized`), test | the harness's prompt and 3 examples, cut at `[DONE]`; the asserts run in the sandbox; pass@k |
+| `ppl` | any text file, or a `.bin` token file | perplexity and bits per byte |
 """
 
 import argparse
@@ -398,7 +416,7 @@ def task_file(data_dir: str, name: str, source: str) -> str:
     path = os.path.join(data_dir, f"{name}.jsonl")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found: write the rows of {source} there as JSONL "
-                                f"(see the README, Evaluation), or point --data_dir at them")
+                                f"(eval.py's header lists how), or point --data_dir at them")
     return path
 
 
@@ -411,7 +429,7 @@ def read_rows(path: str, source: str, convert: Callable[[dict], object], limit: 
             items.append(convert(row))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"{path}, row {n}: not a {source} row ({type(e).__name__}: {e}); "
-                             f"the fields each task reads are listed in eval.py and the README") from None
+                             f"the datasets each task reads are listed in eval.py's header") from None
     if not items:
         raise ValueError(f"{path} has no rows")
     return items

@@ -149,8 +149,8 @@ def test_a_bad_row_is_one_line_from_the_command_line(tmp_path):
     assert p.returncode == 1
     assert p.stderr.strip().splitlines() == [
         f"eval.py: error: {tmp_path / 'mbpp.jsonl'}, row 1: not a google-research-datasets/mbpp full (or sanitized) "
-        f"test row (ValueError: test_list must be a list of strings, not \"assert f()\"); the fields each task reads "
-        f"are listed in eval.py and the README"]
+        f"test row (ValueError: test_list must be a list of strings, not \"assert f()\"); the datasets each task reads "
+        f"are listed in eval.py's header"]
 
 
 def test_scoring_a_samples_file_needs_no_model(setup, tmp_path, capsys):
@@ -208,7 +208,7 @@ def test_a_missing_task_file_is_one_line_from_the_command_line(setup, tmp_path):
     assert p.returncode == 1
     assert p.stderr.strip().splitlines() == [
         f"eval.py: error: {tmp_path / 'piqa.jsonl'} not found: write the rows of ybisk/piqa validation there "
-        f"as JSONL (see the README, Evaluation), or point --data_dir at them"]
+        f"as JSONL (eval.py's header lists how), or point --data_dir at them"]
 
 
 def test_sampled_completions_for_pass_at_k_are_seeded(setup, tmp_path):
