@@ -288,6 +288,9 @@ def build(cfg: TrainConfig, ckpt: Optional[dict], device: torch.device) -> Phi:
         model = Phi(PhiConfig(**{**PRESETS[cfg.model], "block_size": cfg.block_size}))
     else:
         model = load_model(cfg.init_from, dtype=torch.float32)
+        if any(b.dtype == torch.int8 for b in model.buffers()):  # quantize.Int8Linear weights
+            raise ConfigError(f"--init_from={cfg.init_from} holds int8 weights (quantize.py), which can be sampled "
+                              f"and evaluated but not trained; fine-tune the float checkpoint it was made from")
     if cfg.block_size > model.config.block_size:
         raise ConfigError(f"--block_size={cfg.block_size} is longer than the model's context "
                           f"({model.config.block_size})")

@@ -287,6 +287,15 @@ def test_a_truncated_int8_checkpoint_is_one_clear_error(int8_file):
             load_model(str(int8_file))
 
 
+def test_training_an_int8_checkpoint_is_one_clear_error(int8_file):
+    # its fused loss would read lm_head's int8 weight without the scales: refused before any step
+    import train
+    cfg = train.TrainConfig(init_from=str(int8_file))
+    with pytest.raises(train.ConfigError, match=r"holds int8 weights \(quantize.py\), which can be sampled and "
+                                                 r"evaluated but not trained; fine-tune the float checkpoint"):
+        train.build(cfg, None, torch.device("cpu"))
+
+
 def test_nan_weights_name_the_key(hf_dir):
     from safetensors.torch import load_file, save_file
     state = load_file(hf_dir / "model.safetensors")
