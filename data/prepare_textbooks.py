@@ -115,7 +115,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run as a script, data/ is on the path but the repository root is not
     sys.path.insert(0, ROOT)
 
-from common import Parser  # noqa: E402
+from common import Parser, run_script  # noqa: E402
 from data import shards, textbook_generator  # noqa: E402
 from data.quality import QualityModel, score_bins, sha256_of  # noqa: E402
 from data.dedup import (EXACT, LSH_BANDS, LSH_ROWS, MINHASH_BINS, NEAR, NEAR_DUP_JACCARD, P64, SHINGLE,  # noqa: E402
@@ -1489,18 +1489,6 @@ def main(argv=None) -> None:
           f"--shard {i}/{n} to write the shards")
 
 
-def interrupted(signum, frame):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break off the cleanup
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, interrupted)
-    try:
-        main()
-    except KeyboardInterrupt:
-        print("prepare_textbooks.py: error: interrupted, so the build is not finished; run the same command "
-              "again to finish it (answers of --generator openai are cached, and not asked for again)", file=sys.stderr)
-        sys.exit(130)
-    except (OSError, ValueError, RuntimeError) as e:
-        sys.exit(f"prepare_textbooks.py: error: {e}")
+    run_script(main, "prepare_textbooks.py", ", so the build is not finished; run the same command again to finish it "
+               "(answers of --generator openai are cached, and not asked for again)")

@@ -89,7 +89,6 @@ import math
 import os
 import random
 import re
-import signal
 import sys
 from collections import Counter
 from typing import Iterable, Iterator, Optional
@@ -100,7 +99,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run as a script, data/ is on the path but the repository root is not
     sys.path.insert(0, ROOT)
 
-from common import Parser, atomic_write, finite_float  # noqa: E402
+from common import Parser, atomic_write, finite_float, run_script  # noqa: E402
 from data.openai_generator import OpenAIConfig, answers  # noqa: E402
 from tokenizer import EOT_ID, Tokenizer, check_vocab_size  # noqa: E402
 
@@ -869,18 +868,5 @@ def main(argv=None) -> None:
         log(f"skipped: {dict(skipped)}")
 
 
-def interrupted(signum, frame):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break off the cleanup
-    raise KeyboardInterrupt
-
-
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, interrupted)
-    try:
-        main()
-    except KeyboardInterrupt:
-        print("quality.py: error: interrupted; the answers so far are cached, so the same command continues",
-              file=sys.stderr)
-        sys.exit(130)
-    except (OSError, ValueError, RuntimeError) as e:
-        sys.exit(f"quality.py: error: {e}")
+    run_script(main, "quality.py", "; the answers so far are cached, so the same command continues")
