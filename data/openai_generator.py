@@ -16,6 +16,7 @@ or any message, and is scrubbed from whatever the server sends back.
 import hashlib
 import http.client
 import json
+import math
 import os
 import queue
 import random
@@ -53,6 +54,39 @@ class OpenAIConfig:
     backoff: float = 1.0  # seconds before the first retry; doubles each time
     timeout: float = 300.0
 
+
+
+# The flags of a command that asks a server (prepare_textbooks.py --generator openai, quality.py label)
+
+def add_arguments(g, max_tokens: int, temperature: float, model_required: bool = False) -> None:
+    """Add the flags of an OpenAIConfig to the argparse parser or group g, with these defaults."""
+    g.add_argument("--api_base", default=OpenAIConfig.api_base, help="OpenAI-compatible base URL")
+    g.add_argument("--model", required=model_required, default=None, help="model name to ask the server for")
+    g.add_argument("--api_key_env", default=OpenAIConfig.api_key_env,
+                   help="environment variable that holds the API key (never logged)")
+    g.add_argument("--concurrency", type=int, default=OpenAIConfig.concurrency, help="requests in flight")
+    g.add_argument("--max_tokens", type=int, default=max_tokens, help="max_tokens of each answer")
+    g.add_argument("--temperature", type=float, default=temperature)
+    g.add_argument("--retries", type=int, default=OpenAIConfig.retries, help="retries of a failed request (429, 5xx, network)")
+    g.add_argument("--backoff", type=float, default=OpenAIConfig.backoff, help="seconds before the first retry; doubles each time")
+    g.add_argument("--request_timeout", type=float, default=OpenAIConfig.timeout)
+
+
+def check_arguments(args, error) -> None:
+    """Refuse out-of-range flags of add_arguments with error(message), the parser's p.error (nan
+    passes every < and > check, so finiteness is checked too)."""
+    if args.concurrency < 1 or args.retries < 0 or args.backoff < 0 or args.max_tokens < 1:
+        error("--concurrency and --max_tokens must be at least 1, --retries and --backoff at least 0")
+    if not (math.isfinite(args.backoff) and math.isfinite(args.temperature) and args.temperature >= 0
+            and 0 < args.request_timeout < math.inf):
+        error("--backoff, --temperature and --request_timeout must be finite, --temperature at least 0 "
+              "and --request_timeout above 0")
+
+
+def config_from_args(args) -> OpenAIConfig:
+    return OpenAIConfig(api_base=args.api_base, model=args.model, api_key_env=args.api_key_env,
+                        concurrency=args.concurrency, max_tokens=args.max_tokens, temperature=args.temperature,
+                        retries=args.retries, backoff=args.backoff, timeout=args.request_timeout)
 
 def prompt_plan(seed: int) -> list:
     """(topic, audience, style) for every prompt, in the order they are sent: the full cross

@@ -120,7 +120,8 @@ from data import shards, textbook_generator  # noqa: E402
 from data.quality import QualityModel, score_bins, sha256_of  # noqa: E402
 from data.dedup import (EXACT, LSH_BANDS, LSH_ROWS, MINHASH_BINS, NEAR, NEAR_DUP_JACCARD, P64, SHINGLE,  # noqa: E402
                         DedupIndex, digest, signatures, window_hashes)
-from data.openai_generator import OpenAIConfig, generate as openai_generate, prompt_plan  # noqa: E402
+from data.openai_generator import (add_arguments as add_openai_arguments, check_arguments as check_openai_arguments,  # noqa: E402
+                                   config_from_args, generate as openai_generate, prompt_plan)
 from tokenizer import EOT, EOT_ID, N_VOCAB, RANKS_SHA256, Tokenizer  # noqa: E402
 
 assert N_VOCAB <= 2 ** 16, "token ids must fit in uint16"  # so no id of 65536 or more can be written
@@ -560,15 +561,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="keep documents scored at least this, 0-5 (default: the threshold the model was fitted with)")
     g.add_argument("--quality_sources", default="code", help="the sources filtered, comma-separated: code, text")
     g = p.add_argument_group("--generator openai")
-    g.add_argument("--api_base", default="http://localhost:8000/v1", help="OpenAI-compatible base URL")
-    g.add_argument("--model", default=None, help="model name to ask the server for")
-    g.add_argument("--api_key_env", default="OPENAI_API_KEY", help="environment variable that holds the API key (never logged)")
-    g.add_argument("--concurrency", type=int, default=8, help="requests in flight")
-    g.add_argument("--max_tokens", type=int, default=1500, help="max_tokens of each answer")
-    g.add_argument("--temperature", type=float, default=0.8)
-    g.add_argument("--retries", type=int, default=5, help="retries of a failed request (429, 5xx, network)")
-    g.add_argument("--backoff", type=float, default=1.0, help="seconds before the first retry; doubles each time")
-    g.add_argument("--request_timeout", type=float, default=300.0)
+    add_openai_arguments(g, max_tokens=1500, temperature=0.8)
     args = p.parse_args(argv)
     if args.synthetic_tokens < 0:
         p.error("--synthetic_tokens must be >= 0")
@@ -580,12 +573,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--num_proc must be at least 1")
     if args.seed < 0:
         p.error("--seed must be at least 0")
-    if args.concurrency < 1 or args.retries < 0 or args.backoff < 0 or args.max_tokens < 1:
-        p.error("--concurrency and --max_tokens must be at least 1, --retries and --backoff at least 0")
-    if not (math.isfinite(args.backoff) and math.isfinite(args.temperature) and args.temperature >= 0
-            and 0 < args.request_timeout < math.inf):
-        p.error("--backoff, --temperature and --request_timeout must be finite, --temperature at least 0 "
-                "and --request_timeout above 0")
+    check_openai_arguments(args, p.error)
     if args.shard is not None:
         m = re.fullmatch(r"(\d+)/(\d+)", args.shard.strip())
         if not m or not int(m.group(1)) < int(m.group(2)) <= 65535:
@@ -760,9 +748,7 @@ def source_jobs(source: str, files: list, args, part: int, n_parts: int, start: 
                        list(range(i0, UNIT)))
         return
     if source == "synthetic":
-        cfg = OpenAIConfig(api_base=args.api_base, model=args.model, api_key_env=args.api_key_env,
-                           concurrency=args.concurrency, max_tokens=args.max_tokens, temperature=args.temperature,
-                           retries=args.retries, backoff=args.backoff, timeout=args.request_timeout)
+        cfg = config_from_args(args)
         n_prompts = len(prompt_plan(args.seed))
         indices = [UNIT * u + i for u in owned_units(-(-n_prompts // UNIT), part, n_parts, first_unit)
                    for i in range(first_item_of(u), min(UNIT, n_prompts - UNIT * u))]

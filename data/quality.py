@@ -100,7 +100,8 @@ if ROOT not in sys.path:  # run as a script, data/ is on the path but the reposi
     sys.path.insert(0, ROOT)
 
 from common import Parser, atomic_write, finite_float, run_script  # noqa: E402
-from data.openai_generator import OpenAIConfig, answers  # noqa: E402
+from data.openai_generator import (OpenAIConfig, add_arguments as add_openai_arguments, answers,  # noqa: E402
+                                   check_arguments as check_openai_arguments, config_from_args)
 from tokenizer import EOT_ID, Tokenizer, check_vocab_size  # noqa: E402
 
 FORMAT = 1  # of the model file's metadata
@@ -720,15 +721,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     q.add_argument("--kind", default="code", choices=["code", "text"], help="which question the prompt asks")
     q.add_argument("--max_chars", type=int, default=6000, help="characters of each document in the prompt")
     q.add_argument("--cache", default=None, help="the answers' cache (default: OUT without .jsonl + .cache.jsonl)")
-    q.add_argument("--api_base", default="http://localhost:8000/v1", help="OpenAI-compatible base URL")
-    q.add_argument("--model", required=True, help="model name to ask the server for")
-    q.add_argument("--api_key_env", default="OPENAI_API_KEY", help="environment variable that holds the API key (never logged)")
-    q.add_argument("--concurrency", type=int, default=8, help="requests in flight")
-    q.add_argument("--max_tokens", type=int, default=200, help="max_tokens of each answer")
-    q.add_argument("--temperature", type=finite_float, default=0.0)
-    q.add_argument("--retries", type=int, default=5, help="retries of a failed request (429, 5xx, network)")
-    q.add_argument("--backoff", type=finite_float, default=1.0, help="seconds before the first retry; doubles each time")
-    q.add_argument("--request_timeout", type=finite_float, default=300.0)
+    add_openai_arguments(q, max_tokens=200, temperature=0.0, model_required=True)
 
     q = sub.add_parser("fit", help="fit the head on features of labelled documents; report held-out scores")
     add_docs(q)
@@ -766,10 +759,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error("--sample must be at least 1")
         if args.seed < 0 or args.max_chars < 1:
             p.error("--seed must be at least 0 and --max_chars at least 1")
-        if args.concurrency < 1 or args.retries < 0 or args.backoff < 0 or args.max_tokens < 1:
-            p.error("--concurrency and --max_tokens must be at least 1, --retries and --backoff at least 0")
-        if args.temperature < 0 or args.request_timeout <= 0:
-            p.error("--temperature must be at least 0 and --request_timeout above 0")
+        check_openai_arguments(args, p.error)
     if args.command == "fit":
         if args.features == "model" and not args.init_from:
             p.error("--features model needs --init_from (for example microsoft/phi-1_5)")
@@ -808,9 +798,7 @@ def main(argv=None) -> None:
         sample = sample_documents(docs, args.sample, args.seed)
         if not sample:
             raise ValueError(f"no documents found in {', '.join(args.docs)} (--extensions {','.join(args.extensions)})")
-        cfg = OpenAIConfig(api_base=args.api_base, model=args.model, api_key_env=args.api_key_env,
-                           concurrency=args.concurrency, max_tokens=args.max_tokens, temperature=args.temperature,
-                           retries=args.retries, backoff=args.backoff, timeout=args.request_timeout)
+        cfg = config_from_args(args)
         cache = args.cache or re.sub(r"(\.jsonl)?$", "", args.out, count=1) + ".cache.jsonl"
         labels, stats = label(sample, cfg, cache, args.kind, args.max_chars, log)
         if not labels:
