@@ -81,6 +81,7 @@ directory never looks finished. Re-running a finished build does nothing; --forc
 """
 
 import argparse
+import functools
 import gzip
 import hashlib
 import importlib.util
@@ -424,14 +425,9 @@ class Analyzer:
         return np.array(ids, dtype=DTYPE)
 
 
-_ANALYZER: Optional[Analyzer] = None
-
-
-def analyzer() -> Analyzer:
-    global _ANALYZER
-    if _ANALYZER is None:
-        _ANALYZER = Analyzer()
-    return _ANALYZER
+@functools.cache
+def analyzer() -> Analyzer:  # one per process, made on first use
+    return Analyzer()
 
 
 def document_filter(text: str, source: str, family: Optional[str]) -> Optional[str]:

@@ -82,6 +82,7 @@ files from directories.
 """
 
 import argparse
+import functools
 import gzip
 import hashlib
 import json
@@ -363,14 +364,9 @@ class Dense:
 
 _P = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier for polynomial hashing (mod 2^64)
 _MIX1, _MIX2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
-_TOKENIZER: Optional[Tokenizer] = None
-
-
-def tokenizer() -> Tokenizer:
-    global _TOKENIZER
-    if _TOKENIZER is None:
-        _TOKENIZER = Tokenizer()
-    return _TOKENIZER
+@functools.cache
+def tokenizer() -> Tokenizer:  # one per process, made on first use
+    return Tokenizer()
 
 
 def ngram_columns(ids: np.ndarray, n: int, dim: int) -> np.ndarray:
