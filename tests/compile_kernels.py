@@ -129,18 +129,20 @@ def other_jobs(arch: int, dt: str, every: bool) -> list:
 
 
 def plan(archs: list, every: bool) -> list:
+    """The builds, each tagged with the dtype it is for (the summary's rows)."""
     jobs = []
     for arch in archs:
         if not every:  # phi-1.5 and phi-2 training: bfloat16, head dims 64 and 80, causal
-            jobs += [j for D in (64, 80) for j in attention_jobs(arch, "bf16", D, True, False)]
-            jobs += other_jobs(arch, "bf16", False)
+            built = [j for D in (64, 80) for j in attention_jobs(arch, "bf16", D, True, False)]
+            jobs += [dict(j, dtype="bf16") for j in built + other_jobs(arch, "bf16", False)]
             continue
         for dt in ("bf16", "fp16", "fp32"):
+            built = []
             for D in (32, 64, 80, 128):
                 # every config of each element size (fp16's are bf16's); the mask changes no tile
-                jobs += attention_jobs(arch, dt, D, True, dt != "fp16")
-                jobs += attention_jobs(arch, dt, D, False, False)
-            jobs += other_jobs(arch, dt, True)
+                built += attention_jobs(arch, dt, D, True, dt != "fp16")
+                built += attention_jobs(arch, dt, D, False, False)
+            jobs += [dict(j, dtype=dt) for j in built + other_jobs(arch, dt, True)]
     return jobs
 
 
@@ -165,7 +167,7 @@ def main(argv=None) -> None:
             c = r["constexprs"]
             config = f"({c['BLOCK_M']}, {c['BLOCK_N']}, {r['warps']}, {r['stages']})" if "need" in r else \
                 f"{r['warps']} warps"
-            dtype = next(iter(r["pointers"].values()))[1:]
+            dtype = r["dtype"]
             need = f"need {r['need']:6d}, " if "need" in r else ""
             print(f"sm_{r['arch']} {r['kernel']:19s} {dtype:4s} {config:17s} shared {r['shared']:6d} B ({need}limit "
                   f"{SHARED_LIMIT[r['arch']]}), {r['registers']:>3s} registers, {r['spilled']:>5s} B spilled, "
@@ -188,7 +190,7 @@ def main(argv=None) -> None:
 def summary(results: list) -> None:
     """Per kernel, dtype and architecture, the most over its builds: registers, spilled bytes, shared memory."""
     archs = sorted({r["arch"] for r in results})
-    dtype = lambda r: next(iter(r["pointers"].values()))[1:]
+    dtype = lambda r: r["dtype"]
     print("\nthe most over the builds above of each kernel and dtype:")
     print("| kernel | dtype | " + " | ".join(f"sm_{a}: registers / spilled B / shared B" for a in archs) + " |")
     print("|---|---|" + "---|" * len(archs))
