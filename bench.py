@@ -9,8 +9,9 @@ Benchmarks that time nanophi and a peer side by side, in one run, and print rati
     python bench.py loss                    # lm_head + cross-entropy: the fused loss vs the plain one
     python bench.py gpu                     # every GPU number above, in one run (JSON + Markdown)
 
-Numbers depend on the machine: each table names it. MFU is against this machine's measured matmul
-peak (a large square matmul in the same dtype), not a datasheet number.
+Numbers depend on the machine: each table names it. MFU is against the device's matmul peak
+(common.device_peak: a GPU's datasheet bf16/fp16 peak where it is known, else a measured large square
+matmul in the same dtype, as on the CPU).
 """
 
 import argparse
@@ -415,7 +416,8 @@ TRAIN_CONTENDERS = ("transformers", "nanophi", "nanophi --compile")
 
 def bench_train(args) -> None:
     """One optimizer step (forward, backward, AdamW) on the same batch, from the same weights, with
-    the same optimizer (train.make_optimizer: the recipe's AdamW): transformers' PhiForCausalLM
+    the same optimizer (Phi.configure_optimizer with the recipe's AdamW settings, TrainConfig's
+    defaults in train.py, which a benchmark may not import): transformers' PhiForCausalLM
     (its own loss, sdpa attention), nanophi (its loss as train.py asks for it: model(x, y)),
     and nanophi compiled as train.py --compile=true does.
 
@@ -519,8 +521,8 @@ GPU_SIZES = {  # the run's shapes; the dry run's are tiny, for the interpreter
 
 
 def bench_gpu(args) -> None:
-    """All the GPU numbers of BENCHMARKS.md, in one process (and its children), in under 8 minutes on
-    one H100 or H200: the gpu-marked tests; what the first-use probe costs; attention forward and
+    """All the GPU numbers of BENCHMARKS.md, in one process (and its children), within --budget
+    seconds: the gpu-marked tests; what the first-use probe costs; attention forward and
     forward+backward against SDPA at phi-1.5's and phi-2's head dims, T = 512 to 8192; LayerNorm,
     rope, GELU and the fused loss against PyTorch; one compiled phi-1.5 training step at T = 2048
     with Triton and with PyTorch kernels; bf16 decoding with CUDA graphs. Writes args.out (JSON) and

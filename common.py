@@ -34,6 +34,26 @@ def finite_float(text: str) -> float:
     return value
 
 
+def run_script(main, name: str, on_interrupt: str) -> None:
+    """Run a data script's main: Ctrl-C ends it with one line (on_interrupt, what to do next) and exit
+    code 130, once its cleanup has run; OSError, ValueError and RuntimeError end it with one line."""
+    import signal
+    import sys
+
+    def interrupted(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break off the cleanup
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupted)
+    try:
+        main()
+    except KeyboardInterrupt:
+        print(f"{name}: error: interrupted{on_interrupt}", file=sys.stderr)
+        sys.exit(130)
+    except (OSError, ValueError, RuntimeError) as e:
+        sys.exit(f"{name}: error: {e}")
+
+
 # -----------------------------------------------------------------------------
 # Devices and dtypes
 
@@ -126,7 +146,8 @@ def sync(device) -> None:
 
 
 def matmul_peak(device, dtype, n: int = 2048) -> float:
-    """Measured FLOP/s of an n x n x n matmul: the roof that MFU is computed against on the CPU."""
+    """Measured FLOP/s of an n x n x n matmul: the roof that MFU is computed against where no
+    datasheet peak is known (the CPU; device_peak)."""
     import torch
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
@@ -172,26 +193,6 @@ def machine() -> str:
 
 # -----------------------------------------------------------------------------
 # Decoding, compiled
-
-def run_script(main, name: str, on_interrupt: str) -> None:
-    """Run a data script's main: Ctrl-C ends it with one line (on_interrupt, what to do next) and exit
-    code 130, once its cleanup has run; OSError, ValueError and RuntimeError end it with one line."""
-    import signal
-    import sys
-
-    def interrupted(signum, frame):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break off the cleanup
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, interrupted)
-    try:
-        main()
-    except KeyboardInterrupt:
-        print(f"{name}: error: interrupted{on_interrupt}", file=sys.stderr)
-        sys.exit(130)
-    except (OSError, ValueError, RuntimeError) as e:
-        sys.exit(f"{name}: error: {e}")
-
 
 def compile_decode_step(model, device):
     """model (a Phi) under torch.compile, for the one-token decode steps of Phi.generate(step=...).
