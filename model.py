@@ -247,6 +247,9 @@ class Phi(nn.Module):
             x = block(x, cos, sin, input_pos, mask)
         x = self.model.final_layernorm(x)
         if targets is not None:
+            if not isinstance(self.lm_head, nn.Linear):  # e.g. quantize.Int8Linear: int8 weight, scales aside
+                raise ValueError("the training loss fuses lm_head's float weight into the cross-entropy; "
+                                 "this lm_head has none: score its logits, model(idx), instead")
             return kernels.linear_cross_entropy(x, self.lm_head.weight, self.lm_head.bias, targets,
                                                 ignore_index=-1, use=self.config.kernels)
         if input_pos is not None:

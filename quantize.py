@@ -24,18 +24,14 @@ How Int8Linear computes (x q^T) * scales + b, measured in bench.py sample (BENCH
   multiply and a sum, which inductor fuses into one vectorized reduction that reads each int8
   weight once and converts it in registers;
 - decoding on the CPU, eager: torch.ops.aten._weight_int8pack_mm, PyTorch's int8 weight-only
-  matmul (gpt-fast's choice on the CPU). In torch 2.13 it is vectorized on x86 for bfloat16
-  activations only; for float32 it runs a scalar loop, slower than float32's own matrix-vector
-  product: use --compile for speed;
+  matmul (gpt-fast's choice on the CPU); with float32 activations it is slower than --compile;
 - anything else (a prompt, a window of tokens, CUDA and MPS): dequantize to the activations' dtype
   and matmul, as gpt-fast does on GPUs. A matmul over many rows reuses each weight, so the
   conversion costs little; on CUDA torch.compile can fuse it into the matmul (not yet measured on
-  a GPU).
+  a GPU). Eager decoding on CUDA dequantizes every weight each token: use --compile there.
 
 Reference (read to learn, not copied): gpt-fast's WeightOnlyInt8QuantHandler (quantize.py).
 """
-
-import math
 
 import torch
 import torch.nn as nn
@@ -123,37 +119,23 @@ def compare(model: nn.Module, int8: nn.Module, tokens: torch.Tensor, n_prompts: 
                 same_positions=(ours == theirs).float().mean().item(), same_next=(along == ours).float().mean().item())
 
 
-@torch.no_grad()
-def perplexity(model: nn.Module, tokens: torch.Tensor, windows: int) -> float:
-    """exp of the mean next-token loss over the first `windows` non-overlapping windows of the model's
-    context (eval.py's perplexity task scores the same windows)."""
-    T, nll, n = model.config.block_size, 0.0, 0
-    for w in range(min(windows, (len(tokens) - 1) // T)):
-        chunk = tokens[w * T: w * T + T + 1][None]
-        logits = model(chunk[:, :-1])[0].float()  # (not model(x, targets): its fused loss reads lm_head.weight)
-        nll += F.cross_entropy(logits, chunk[0, 1:], reduction="sum").item()
-        n += T
-    return math.exp(nll / n)
-
-
 def main(argv=None) -> None:
     """python quantize.py --init_from microsoft/phi-1_5 --out phi-1_5-int8.safetensors
-    python quantize.py --init_from out/demo/ckpt.pt --compare data/textbooks"""
+    python quantize.py --init_from out/demo/ckpt.pt --compare data/textbooks
+    (perplexity in int8: eval.py --tasks ppl --quantize int8)"""
     import time
     import numpy as np
-    from checkpoint import load_model, save_quantized
+    from checkpoint import from_state_dict, load_model, save_quantized
     from common import Parser
     from data.shards import open_split
     p = Parser(prog="quantize.py", description="Write an int8 checkpoint (safetensors) that --init_from reads, or "
-               "measure what int8 changes.")
+               "measure what int8 changes to greedy decoding.")
     p.add_argument("--init_from", required=True, help="any --init_from of sample.py (a .pt, a Hugging Face "
-                   "directory or hub name from the local cache)")
+                   "directory or hub name)")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--out", help="the file to write, ending in .safetensors")
     what.add_argument("--compare", metavar="DATA_DIR", help="a corpus (data/prepare_textbooks.py's --out_dir): "
-                      "perplexity of its val split in float32 and int8, and greedy decoding of both from 20 "
-                      "prompts of it")
-    p.add_argument("--windows", type=int, default=64, help="--compare: context windows of val scored")
+                      "greedy decoding in float32 and int8 from 20 prompts of its val split")
     p.add_argument("--quantize", default="int8", choices=METHODS)
     args = p.parse_args(argv)
     if args.out is not None and not args.out.endswith(".safetensors"):
@@ -167,16 +149,15 @@ def main(argv=None) -> None:
               f"{time.perf_counter() - t0:.1f}s")
         return
     model = load_model(args.init_from, dtype=torch.float32).eval()
-    int8 = load_model(args.init_from, dtype=torch.float32, quantize=args.quantize).eval()
+    int8 = from_state_dict(model.config, dict(model.state_dict()), quantize=args.quantize).eval()
     val, name = open_split(args.compare, "val")
     tokens = torch.from_numpy(np.asarray(val[:], dtype=np.int64))
-    if len(tokens) <= model.config.block_size:
-        raise ValueError(f"{name} holds {len(tokens)} tokens, fewer than one context window of the model")
-    ppl = {k: perplexity(m, tokens, args.windows) for k, m in (("float32", model), ("int8", int8))}
-    scored = min(args.windows, (len(tokens) - 1) // model.config.block_size) * model.config.block_size
-    print(f"perplexity on {name} ({scored:,} tokens): float32 {ppl['float32']:.4f}, "
-          f"{args.quantize} {ppl['int8']:.4f} ({100 * (ppl['int8'] / ppl['float32'] - 1):+.3f}%)")
-    c = compare(model, int8, tokens)
+    if len(tokens) < 32:
+        raise ValueError(f"{name} holds {len(tokens)} tokens, fewer than one 32-token prompt")
+    if int(tokens.max()) >= model.config.vocab_size:
+        raise ValueError(f"{name} holds token id {int(tokens.max())}, outside the model's vocabulary of "
+                         f"{model.config.vocab_size}: a corpus made for another tokenizer")
+    c = compare(model, int8, tokens, new_tokens=min(128, model.config.block_size - 32))  # what the context holds
     print(f"greedy decoding, {c['prompts']} prompts of {name} x {c['new_tokens']} new tokens: "
           f"{c['identical']} of {c['prompts']} continuations identical; the same token at "
           f"{100 * c['same_positions']:.1f}% of the positions; along float32's continuations, {args.quantize}'s "
@@ -184,8 +165,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-    try:
-        main()
-    except (OSError, ValueError) as e:
-        sys.exit(f"quantize.py: error: {e}")
+    from common import run_script
+    run_script(main, "quantize.py", "")

@@ -16,7 +16,7 @@ import eval as ev
 import sample
 from checkpoint import config_from_hf, from_state_dict, load_model, save_quantized
 from conftest import HF_CONFIGS, ROOT, make_hf_model, relative_error
-from model import Phi
+from model import Phi, PhiConfig
 from quantize import Int8Linear, quantize_int8, quantize_model
 
 U = {torch.float32: 2.0 ** -24, torch.bfloat16: 2.0 ** -8}  # unit roundoff
@@ -294,6 +294,29 @@ def test_training_an_int8_checkpoint_is_one_clear_error(int8_file):
     with pytest.raises(train.ConfigError, match=r"holds int8 weights \(quantize.py\), which can be sampled and "
                                                  r"evaluated but not trained; fine-tune the float checkpoint"):
         train.build(cfg, None, torch.device("cpu"))
+
+
+def test_the_training_loss_of_an_int8_model_is_one_clear_error():
+    # the fused loss would read lm_head's int8 weight without its scales (under autocast, silently)
+    model = quantize_model(Phi(PhiConfig.from_name("phi-test")))
+    idx = torch.randint(0, 512, (1, 8))
+    with pytest.raises(ValueError, match="this lm_head has none: score its logits, model\\(idx\\), instead"):
+        model(idx, idx)
+
+
+def test_compare_decodes_both_models_from_a_corpus_and_refuses_foreign_token_ids(tmp_path):
+    import numpy as np
+    for name, top in (("ok", 512), ("foreign", 50000)):
+        d = tmp_path / name
+        d.mkdir()
+        for split in ("train", "val"):
+            np.random.default_rng(0).integers(0, top, 4096).astype(np.uint16).tofile(d / f"{split}.bin")
+    out = cli("quantize.py", "--init_from", "scratch:phi-test", "--compare", str(tmp_path / "ok"))
+    assert out.returncode == 0, out.stderr
+    assert "greedy decoding, 20 prompts of" in out.stdout and "continuations identical" in out.stdout
+    out = cli("quantize.py", "--init_from", "scratch:phi-test", "--compare", str(tmp_path / "foreign"))
+    assert out.returncode == 1 and out.stdout == "" and out.stderr.count("\n") == 1, out.stderr
+    assert "outside the model's vocabulary of 512" in out.stderr
 
 
 def test_nan_weights_name_the_key(hf_dir):
