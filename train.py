@@ -51,7 +51,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      get_optimizer_state_dict, set_optimizer_state_dict)
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from checkpoint import (copy_command, from_state_dict, load_model, newest_checkpoint, read_checkpoint,
+from checkpoint import (config_from_model_args, copy_command, from_state_dict, load_model, newest_checkpoint, read_checkpoint,
                         save_pretrained, tidy_checkpoints, write_checkpoint)
 from common import device_peak, flops_per_token, resolve_device_dtype
 from data.shards import describe, open_split
@@ -282,7 +282,8 @@ def nonfinite_error(cfg: TrainConfig, step: int, what: str) -> "NonFiniteLoss":
 def build(cfg: TrainConfig, ckpt: Optional[dict], device: torch.device) -> Phi:
     """The model in float32 (the master weights; autocast runs the matmuls in dtype)."""
     if ckpt is not None:
-        model = from_state_dict(PhiConfig(**ckpt["model_args"]), dict(ckpt["model"]), torch.float32)
+        model = from_state_dict(config_from_model_args(ckpt["model_args"], f"the checkpoint in {cfg.out_dir}"), dict(ckpt["model"]),
+                                torch.float32)
     elif cfg.init_from == "scratch":
         torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
         model = Phi(PhiConfig(**{**PRESETS[cfg.model], "block_size": cfg.block_size}))

@@ -372,6 +372,16 @@ def digest(path) -> str:
         return hashlib.sha256(f.read()).hexdigest()
 
 
+def test_a_checkpoint_with_unknown_model_args_is_one_line_naming_them(data_dir, tmp_path):
+    out = tmp_path / "out"
+    train.main([*TINY, f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=2"])
+    ckpt = torch.load(out / "ckpt.pt", weights_only=True)
+    ckpt["model_args"]["n_layers"] = ckpt["model_args"].pop("n_layer")  # a typo, or another program's file
+    torch.save(ckpt, out / "ckpt.pt")
+    with pytest.raises(ValueError, match=re.escape(f"the checkpoint in {out}: unknown model_args ['n_layers']")):
+        train.main([f"--out_dir={out}", "--init_from=resume"])
+
+
 def test_every_checkpoint_is_its_own_file_and_the_corrupt_checkpoint_advice_works(data_dir, tmp_path):
     """ckpt.pt is the newest checkpoint and the numbered ones are the older ones, each its own file:
     truncating ckpt.pt, or copying a numbered one over it as the error message says, touches no
