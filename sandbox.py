@@ -42,6 +42,7 @@ import ctypes
 import errno
 import json
 import os
+import re
 import secrets
 import select
 import signal
@@ -422,8 +423,9 @@ def wall_in(settings: dict, isolated: bool, root: bool, keep: tuple) -> list[str
         handles = [os.open(p, os.O_PATH) for p in interpreter]  # reachable even once /tmp is covered
         mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing mounted here propagates to the host
         # every mount read-only (in this namespace), keeping the flags a user namespace may not drop
-        with open("/proc/self/mountinfo") as f:
-            points = [line.split()[4].encode().decode("unicode_escape") for line in f]
+        with open("/proc/self/mountinfo", "rb") as f:  # the kernel writes space, tab, \n and \\ as \ooo
+            points = [os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), line.split()[4]))
+                      for line in f]
         for point in points:
             try:
                 st = os.statvfs(point).f_flag
@@ -435,10 +437,10 @@ def wall_in(settings: dict, isolated: bool, root: bool, keep: tuple) -> list[str
         # an empty, read-only directory over each hidden one, before /tmp is covered: one under /tmp
         # (an interpreter there) would be out of reach then, yet come back with the interpreter's
         # directories, which become_nobody binds, with what is mounted inside them, under the new /tmp
-        for d in settings["hide"]:
-            if os.path.isdir(d):
-                mount("tmpfs", d, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555")
-        if settings["hide"]:
+        hidden = [d for d in settings["hide"] if os.path.isdir(d)]
+        for d in hidden:
+            mount("tmpfs", d, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0555")
+        if hidden:
             protections.append("hidden-answers")
         for d in ("/tmp", "/var/tmp", "/dev/shm"):
             if os.path.isdir(d):
