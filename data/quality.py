@@ -655,8 +655,11 @@ class QualityModel:
 
 def check_settings(info, what: str) -> None:
     """Raise ValueError naming the first thing wrong with a model file's metadata."""
-    def number(x):
-        return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    def number(x):  # (an int too large for a float, 10**400, is not one either)
+        try:
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+        except OverflowError:
+            return False
 
     def positive_int(x, most):
         return isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= most

@@ -352,6 +352,8 @@ BAD_MODEL_FILES = {
     "unknown features": (({"weight": np.zeros(64, np.float32)}, settings_with(features={"kind": "forest", "dim": 64})),
                          "kind is 'hashed' or 'model'"),
     "bias not a number": (({"weight": np.zeros(64, np.float32)}, settings_with(bias="x")), "must be finite numbers"),
+    "bias too large for a float": (({"weight": np.zeros(64, np.float32)}, settings_with(bias=10 ** 400)),
+                                   "must be finite numbers"),
     "other format": (({"weight": np.zeros(64, np.float32)}, settings_with(format=99)), "metadata format 99 is not 1"),
 }
 
