@@ -502,7 +502,8 @@ def load_quantized(path: str, device="cpu", dtype: Optional[torch.dtype] = None)
         model_args, method = info["model_args"], info["quantize"]
     except (KeyError, TypeError, ValueError, RecursionError):
         raise ValueError(f"{path} is not a nanophi int8 checkpoint (its metadata has no 'nanophi' entry with "
-                         f"model_args and quantize); write it with python quantize.py") from None
+                         f"model_args and quantize); write it with python quantize.py, or for Hugging Face "
+                         f"weights pass the directory that holds config.json") from None
     if method not in METHODS:
         raise ValueError(f"{path} is quantized as {method!r}, which this nanophi does not read "
                          f"({', '.join(METHODS)})")
